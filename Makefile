@@ -1,0 +1,34 @@
+# One task runner that mirrors CI: `make test` is what .ci/run calls.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv demo test lint bench bench-smoke clean
+
+$(BIN)/audit-ingest: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/audit-ingest
+
+# Parse and enrich the sample logs: no Redis, no Elasticsearch needed.
+demo: venv
+	$(BIN)/audit-ingest parse --config examples/demo.toml examples/logs/*.log
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check ingest tests benchmarks
+	$(BIN)/mypy ingest
+
+bench: venv
+	$(BIN)/python benchmarks/run.py
+
+bench-smoke: venv
+	$(BIN)/python benchmarks/run.py --smoke
+
+clean:
+	rm -rf $(VENV) .pytest_cache

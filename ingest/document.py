@@ -1,0 +1,92 @@
+"""Helpers for the nested ECS documents that flow through the pipeline as plain dicts.
+
+Documents are nested (``{"source": {"ip": ...}}``), as Elasticsearch stores them and Filebeat
+sends them. Code addresses fields by dotted path (``"source.ip"``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+_MISSING = object()
+
+
+def get_path(doc: dict[str, Any], path: str, default: Any = None) -> Any:
+    """Value at dotted ``path`` (``"source.geo.country_iso_code"``) or ``default``."""
+    cur: Any = doc
+    for part in path.split("."):
+        if not isinstance(cur, dict):
+            return default
+        cur = cur.get(part, _MISSING)
+        if cur is _MISSING:
+            return default
+    return cur
+
+
+def set_path(doc: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``value`` at dotted ``path``, creating objects on the way (a scalar in the way is replaced)."""
+    parts = path.split(".")
+    cur = doc
+    for part in parts[:-1]:
+        nxt = cur.get(part)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            cur[part] = nxt
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def pop_path(doc: dict[str, Any], path: str, default: Any = None) -> Any:
+    """Remove and return the value at dotted ``path``; empty parent objects are left in place."""
+    parts = path.split(".")
+    cur: Any = doc
+    for part in parts[:-1]:
+        cur = cur.get(part) if isinstance(cur, dict) else None
+        if cur is None:
+            return default
+    if not isinstance(cur, dict):
+        return default
+    return cur.pop(parts[-1], default)
+
+
+def add_tag(doc: dict[str, Any], tag: str) -> None:
+    """Append ``tag`` to ``doc["tags"]`` once."""
+    tags = doc.setdefault("tags", [])
+    if tag not in tags:
+        tags.append(tag)
+
+
+def add_related(doc: dict[str, Any], kind: str, value: Any) -> None:
+    """Append to ``related.<kind>`` (``ip``, ``user``, ``hosts``) once, as ECS does."""
+    if value is None or value == "":
+        return
+    related = doc.setdefault("related", {})
+    values = related.setdefault(kind, [])
+    if value not in values:
+        values.append(value)
+
+
+def flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flat ``{"a.b": value}`` view of a nested document (for tests and field inventories)."""
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def format_timestamp(ts: datetime) -> str:
+    """ISO 8601 in UTC with microseconds and ``Z``, the form ``@timestamp`` always has."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Inverse of :func:`format_timestamp` (also takes any ISO 8601 form with a zone)."""
+    ts = datetime.fromisoformat(value)
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return ts

@@ -1,0 +1,1 @@
+"""Parsers: one per log kind, each turning one line into one document."""
