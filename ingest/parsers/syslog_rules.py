@@ -1,0 +1,148 @@
+"""Parsers driven by rule files: auth, commands, openvpn and shell.
+
+Each line: split the syslog header once (timestamp, host, program, pid), then try only the rules
+of that program on the rest of the line (first match wins), then add the kind's derived fields.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar
+
+from ingest.document import add_related, add_tag, format_timestamp
+from ingest.parsers.base import PARSE_FAILURE_TAG, LineContext, Parser, register
+from ingest.parsers.resources import ParserResources
+
+
+class RulesParser(Parser):
+    """A parser whose knowledge is ``patterns/<kind>.rules.toml``."""
+
+    #: fields whose values also go to ``related.user`` / ``related.ip``
+    related_users: ClassVar[tuple[tuple[str, ...], ...]] = (("user", "name"),)
+    related_ips: ClassVar[tuple[tuple[str, ...], ...]] = (("source", "ip"),)
+
+    def __init__(self, resources: ParserResources) -> None:
+        self.resources = resources
+        self.rules = resources.rules(self.kind)
+        self.clock = resources.clock
+
+    def parse(self, line: str, ctx: LineContext) -> dict[str, Any]:
+        doc = self.base_document(line)
+        body = line
+        program: str | None = None
+        header = self.rules.header
+        if header is not None:
+            m = header.search(line)
+            if m is None:
+                add_tag(doc, PARSE_FAILURE_TAG)
+                doc["@timestamp"] = format_timestamp(ctx.now)
+                return doc
+            header.apply(m, doc)
+            body = line[m.end():]
+            program = doc["process"]["name"]
+        for rule in self.rules.candidates(program):
+            m = rule.grok.search(body)
+            if m is None:
+                continue
+            rule.grok.apply(m, doc)
+            for path, value in rule.set_fields:
+                cur = doc
+                for part in path[:-1]:
+                    nxt = cur.get(part)
+                    if not isinstance(nxt, dict):
+                        nxt = cur[part] = {}
+                    cur = nxt
+                cur[path[-1]] = copy.copy(value) if isinstance(value, list) else value
+            for tag in rule.tags:
+                add_tag(doc, tag)
+            break
+        else:
+            add_tag(doc, PARSE_FAILURE_TAG)
+        self._timestamp(doc, ctx)
+        self.finish(doc, ctx)
+        return doc
+
+    def _timestamp(self, doc: dict[str, Any], ctx: LineContext) -> None:
+        meta = doc.pop("@metadata", None)
+        text = meta.get("timestamp") if meta else None
+        parsed = self.clock.parse(text, ctx.now, self.resources.zone_for(doc, ctx)) if text else None
+        if parsed is None:
+            doc["@timestamp"] = format_timestamp(ctx.now)
+            if text:
+                add_tag(doc, "_dateparsefailure")
+        else:
+            doc["@timestamp"] = parsed[1]
+
+    def finish(self, doc: dict[str, Any], ctx: LineContext) -> None:
+        """Derived fields common to every kind: ``related.*`` and ``host.name``."""
+        for path in self.related_users:
+            add_related(doc, "user", _get(doc, path))
+        for path in self.related_ips:
+            add_related(doc, "ip", _get(doc, path))
+        host = doc.get("host")
+        if host is not None and "hostname" in host:
+            add_related(doc, "hosts", host["hostname"])
+
+
+def _get(doc: dict[str, Any], path: tuple[str, ...]) -> Any:
+    cur: Any = doc
+    for part in path:
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(part)
+        if cur is None:
+            return None
+    return cur
+
+
+@register
+class AuthParser(RulesParser):
+    """``/var/log/auth.log`` and ``/var/log/secure`` (Filebeat's system/auth fields)."""
+
+    kind = "auth"
+    dataset = "system.auth"
+    related_users = (("user", "name"), ("user", "target", "name"), ("system", "auth", "sudo", "user"),
+                     ("system", "auth", "pam", "by_user"))
+    related_ips = (("source", "ip"), ("system", "auth", "ssh", "dropped_ip"))
+
+    def finish(self, doc: dict[str, Any], ctx: LineContext) -> None:
+        ssh = doc.get("system", {}).get("auth", {}).get("ssh")
+        if ssh is not None:
+            key = ssh.get("key")
+            if key is not None and "fingerprint" in key:
+                fp = key["fingerprint"]
+                if fp.startswith("MD5:"):
+                    key["fingerprint"] = fp[4:]
+            if "dropped_ip" in ssh:
+                doc.setdefault("source", {}).setdefault("ip", ssh["dropped_ip"])
+        super().finish(doc, ctx)
+
+
+@register
+class CommandsParser(RulesParser):
+    """Bash history logged through ``logger`` (seed 002's PROMPT_COMMAND), ``commands.log``."""
+
+    kind = "commands"
+    dataset = "bash.commands"
+
+
+@register
+class OpenVpnParser(RulesParser):
+    """OpenVPN server log lines (connects, auth failures, disconnects, address assignment)."""
+
+    kind = "openvpn"
+    dataset = "openvpn.log"
+
+
+@register
+class ShellParser(RulesParser):
+    """Per-user Python shell logs ``shell_<user>.log``; the user is taken from the file name."""
+
+    kind = "shell"
+    dataset = "python.shell"
+
+    def finish(self, doc: dict[str, Any], ctx: LineContext) -> None:
+        user = self.resources.shell_user(ctx.path)
+        if user is not None:
+            doc.setdefault("user", {})["name"] = user
+        super().finish(doc, ctx)

@@ -1,0 +1,126 @@
+"""Syslog timestamps to UTC: year inference for classic lines, zones, and caching.
+
+Classic syslog (``May 17 15:26:00``) has no year and no zone. The year is chosen so that the event
+is not in the future relative to the time the line was read (Filebeat's ``@timestamp``, or now),
+with a small tolerance for clock skew between hosts: of the candidate years next, this and
+previous (and further back for ``Feb 29``, which only exists in leap years), the latest one that
+is not later than ``reference + tolerance`` wins. A December line read in January therefore goes
+to last year (Logstash #4637, Beats #15442), and a ``Jan 1`` line read on ``Dec 31`` just before
+midnight (a host whose clock runs ahead) goes to next year.
+
+The zone for timestamps without one comes from configuration (per host, default UTC).
+RFC 3339 / ISO 8601 timestamps (``2024-05-17T16:02:03.412271+00:00``) carry their own.
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import UTC, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo
+
+from ingest.document import format_timestamp
+
+_MONTHS = {name: number for number, name in enumerate(calendar.month_abbr) if name}
+_CACHE_LIMIT = 200_000
+
+
+def zone(name: str) -> tzinfo:
+    """``UTC``, ``Europe/Ljubljana``, ``+02:00``... as a tzinfo (raises ValueError if unknown)."""
+    if name.upper() in ("UTC", "Z", "GMT"):
+        return UTC
+    if name[:1] in "+-" and ":" in name:
+        sign = 1 if name[0] == "+" else -1
+        hours, minutes = name[1:].split(":")
+        from datetime import timezone
+
+        return timezone(sign * timedelta(hours=int(hours), minutes=int(minutes)))
+    try:
+        return ZoneInfo(name)
+    except Exception as e:  # ZoneInfoNotFoundError, ValueError for odd keys
+        raise ValueError(f"unknown time zone {name!r}") from e
+
+
+class SyslogClock:
+    """Turns header timestamps into ``(aware datetime, "@timestamp" string)``; caches by text."""
+
+    def __init__(self, tolerance: timedelta = timedelta(minutes=15)) -> None:
+        self.tolerance = tolerance
+        self._classic: dict[tuple[str, tzinfo, int], tuple[datetime, str] | None] = {}
+        self._fields: dict[str, tuple[int, int, int, int, int, int] | None] = {}
+        self._iso: dict[tuple[str, tzinfo], tuple[datetime, str] | None] = {}
+
+    def parse(self, text: str, reference: datetime, tz: tzinfo) -> tuple[datetime, str] | None:
+        """Either form; ``None`` if ``text`` is not a timestamp we understand."""
+        if text[:1].isdigit():
+            return self.parse_iso(text, tz)
+        return self.parse_classic(text, reference, tz)
+
+    def parse_iso(self, text: str, tz: tzinfo) -> tuple[datetime, str] | None:
+        key = (text, tz)
+        hit = self._iso.get(key, False)
+        if hit is not False:
+            return hit  # type: ignore[return-value]
+        try:
+            ts = datetime.fromisoformat(text)
+        except ValueError:
+            result = None
+        else:
+            if ts.tzinfo is None:
+                ts = ts.replace(tzinfo=tz)
+            result = (ts, format_timestamp(ts))
+        if len(self._iso) > _CACHE_LIMIT:
+            self._iso.clear()
+        self._iso[key] = result
+        return result
+
+    def _split_classic(self, text: str) -> tuple[int, int, int, int, int, int] | None:
+        hit = self._fields.get(text, False)
+        if hit is not False:
+            return hit  # type: ignore[return-value]
+        result = None
+        parts = text.split()
+        if len(parts) == 3 and parts[0][:3].title() in _MONTHS:
+            try:
+                month = _MONTHS[parts[0][:3].title()]
+                day = int(parts[1])
+                clock, _, frac = parts[2].partition(".")
+                hh, mm, ss = (int(x) for x in clock.split(":"))
+                micro = int((frac + "000000")[:6]) if frac else 0
+                if 1 <= day <= 31 and hh < 24 and mm < 60 and ss < 61:
+                    result = (month, day, hh, mm, min(ss, 59), micro)
+            except ValueError:
+                result = None
+        if len(self._fields) > _CACHE_LIMIT:
+            self._fields.clear()
+        self._fields[text] = result
+        return result
+
+    def _at_year(self, text: str, fields: tuple[int, int, int, int, int, int], year: int,
+                 tz: tzinfo) -> tuple[datetime, str] | None:
+        key = (text, tz, year)
+        hit = self._classic.get(key, False)
+        if hit is not False:
+            return hit  # type: ignore[return-value]
+        month, day, hh, mm, ss, micro = fields
+        try:
+            ts = datetime(year, month, day, hh, mm, ss, micro, tzinfo=tz)
+            result: tuple[datetime, str] | None = (ts, format_timestamp(ts))
+        except ValueError:  # Feb 29 in a common year, Apr 31...
+            result = None
+        if len(self._classic) > _CACHE_LIMIT:
+            self._classic.clear()
+        self._classic[key] = result
+        return result
+
+    def parse_classic(self, text: str, reference: datetime, tz: tzinfo) -> tuple[datetime, str] | None:
+        fields = self._split_classic(text)
+        if fields is None:
+            return None
+        latest = reference + self.tolerance
+        year = reference.astimezone(tz).year + 1
+        for _ in range(10):  # Feb 29 may need to go back up to 8 years (1900/2100 are not leap)
+            candidate = self._at_year(text, fields, year, tz)
+            if candidate is not None and candidate[0] <= latest:
+                return candidate
+            year -= 1
+        return None
