@@ -1,0 +1,168 @@
+"""Which documents open, close or annotate a session, and under which key.
+
+This is the only place that knows the parsers' field names. A document yields at most one
+:class:`Mark`: its session kind, the pairing key, its role and the fields a session keeps from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from ingest.document import get_path, parse_timestamp, set_path
+
+Role = Literal["login", "logout", "attr"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+#: Fields a session document takes from its login (when present there).
+LOGIN_FIELDS = (
+    "user.name",
+    "source.ip",
+    "source.port",
+    "source.geo",
+    "source.as",
+    "host.hostname",
+    "host.name",
+    "process.name",
+    "process.pid",
+    "system.auth.ssh.method",
+    "system.auth.ssh.key.fingerprint",
+    "system.auth.ssh.key.owner",
+    "teleport.sid",
+    "teleport.login",
+    "openvpn.virtual_ip",
+)
+#: Fields a session document takes from its logout.
+LOGOUT_FIELDS = ("user.name", "source.ip", "source.port", "event.reason")
+#: Fields an ``attr`` event (OpenVPN address assignment) adds to an open session.
+ATTR_FIELDS = ("openvpn.virtual_ip",)
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """One document's part in a session.
+
+    ``ts`` is ``@timestamp`` in integer microseconds since the epoch (exact durations);
+    ``action`` with ``ts`` identifies the event (a redelivered event has the same pair).
+    """
+
+    kind: str
+    key: str
+    role: Role
+    ts: int
+    action: str
+    fields: dict[str, Any]
+
+    def record(self) -> dict[str, Any]:
+        """The JSON-able form kept in the store."""
+        return {"ts": self.ts, "a": self.action, "f": self.fields}
+
+
+def to_micros(ts: datetime) -> int:
+    """Microseconds since the epoch, exact."""
+    return (ts - _EPOCH) // _MICRO
+
+
+def from_micros(us: int) -> datetime:
+    return _EPOCH + us * _MICRO
+
+
+
+def _pick(doc: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path in paths:
+        value = get_path(doc, path)
+        if value is None or value == "" or value == {}:
+            continue
+        if path == "host.name" and not isinstance(value, str):
+            continue
+        set_path(out, path, value)
+    return out
+
+
+def _host(doc: dict[str, Any]) -> str | None:
+    for path in ("host.hostname", "host.name"):
+        value = get_path(doc, path)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _str(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    return str(value)
+
+
+def mark_of(doc: dict[str, Any]) -> Mark | None:
+    """The session part of ``doc``, or None when it plays none (or lacks what pairing needs)."""
+    kind_role = _classify(doc)
+    if kind_role is None:
+        return None
+    kind, role, key = kind_role
+    raw_ts = doc.get("@timestamp")
+    if not isinstance(raw_ts, str):
+        return None
+    try:
+        ts = to_micros(parse_timestamp(raw_ts))
+    except (ValueError, OverflowError):
+        return None
+    paths = {"login": LOGIN_FIELDS, "logout": LOGOUT_FIELDS, "attr": ATTR_FIELDS}[role]
+    action = str(get_path(doc, "event.action"))
+    return Mark(kind, key, role, ts, action, _pick(doc, paths))
+
+
+def _classify(doc: dict[str, Any]) -> tuple[str, Role, str] | None:
+    doc_type = doc.get("type")
+    action = get_path(doc, "event.action")
+    if doc_type == "auth":
+        return _ssh(doc, action)
+    if doc_type == "openvpn":
+        return _openvpn(doc, action)
+    if doc_type == "teleport":
+        return _teleport(doc, action)
+    return None
+
+
+def _ssh(doc: dict[str, Any], action: Any) -> tuple[str, Role, str] | None:
+    if get_path(doc, "process.name") != "sshd":
+        return None
+    pid = get_path(doc, "process.pid")
+    host = _host(doc)
+    if host is None or isinstance(pid, bool) or not isinstance(pid, int | str) or str(pid) == "":
+        return None
+    role: Role
+    if action == "ssh_login":
+        if get_path(doc, "event.outcome") == "failure":
+            return None
+        role = "login"
+    elif action == "session_closed":
+        role = "logout"
+    elif action == "ssh_disconnect" and _str(get_path(doc, "user.name")):
+        role = "logout"  # without a user it is a preauth disconnect of a failed login
+    else:
+        return None
+    return "ssh", role, f"ssh|{host}|{pid}"
+
+
+def _openvpn(doc: dict[str, Any], action: Any) -> tuple[str, Role, str] | None:
+    roles: dict[Any, Role] = {"vpn_connect": "login", "vpn_disconnect": "logout", "vpn_ip_assigned": "attr"}
+    role = roles.get(action)
+    user = _str(get_path(doc, "user.name"))
+    ip = _str(get_path(doc, "source.ip"))
+    port = _str(get_path(doc, "source.port"))
+    if role is None or user is None or ip is None or port is None:
+        return None
+    return "openvpn", role, f"openvpn|{_host(doc) or '-'}|{user}|{ip}|{port}"
+
+
+def _teleport(doc: dict[str, Any], action: Any) -> tuple[str, Role, str] | None:
+    roles: dict[Any, Role] = {"session.start": "login", "session.end": "logout"}
+    role = roles.get(action)
+    sid = _str(get_path(doc, "teleport.sid"))
+    if role is None or sid is None:
+        return None
+    return "teleport", role, f"teleport|{sid}"

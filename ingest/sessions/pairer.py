@@ -1,0 +1,143 @@
+"""SessionPairer: the pipeline stage that turns logins and logouts into session documents.
+
+Shaped like bytewax's ``StatefulLogic``: :meth:`SessionPairer.process_batch` is ``on_item`` for a
+whole batch, :meth:`SessionPairer.expire` is ``on_notify``; the clock is injected, so tests move
+time instead of sleeping. The state itself is in a :class:`SessionStore`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from ingest.sessions import state as st
+from ingest.sessions.doc import build
+from ingest.sessions.events import Mark, mark_of, to_micros
+from ingest.sessions.store import SessionStore, Sizes
+
+SessionDoc = tuple[str, dict[str, Any]]
+Clock = Callable[[], datetime]
+
+_ROLE_ORDER = {"login": 0, "attr": 1, "logout": 2}
+#: Keys handled per expire()/eviction transaction.
+CHUNK = 500
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SessionPairer:
+    """Pairs session events of document batches; returns ``(doc_id, doc)`` of each closed session.
+
+    The caller indexes each returned document with the ``create`` op type under ``doc_id`` (index
+    from the document's ``@timestamp``, like any event). Re-emitted documents (redelivered events)
+    carry the same id and content: Elasticsearch answers 409, which is success.
+
+    Call :meth:`process_batch` before acknowledging a batch, and :meth:`expire` regularly (every
+    batch or every few seconds): it closes timed-out sessions and forgets expired state.
+    """
+
+    def __init__(self, store: SessionStore, *, clock: Clock = utc_now) -> None:
+        self.store = store
+        self.config = store.config
+        self.clock = clock
+        #: Running counters: opened, closed_<reason>, paired_orphan, orphaned, duplicate_login,
+        #: duplicate_logout, extra_logout, attr, attr_ignored, orphan_expired, evicted_open,
+        #: evicted_orphans, evicted_closed.
+        self.counts: Counter[str] = Counter()
+
+    def _now(self, now: datetime | None = None) -> int:
+        return to_micros(now if now is not None else self.clock())
+
+    def process_batch(self, docs: Iterable[dict[str, Any]]) -> list[SessionDoc]:
+        """Apply every session event in ``docs``; the documents of the sessions this closed."""
+        if not self.config.enabled:
+            return []
+        marks = [m for m in (mark_of(d) for d in docs) if m is not None]
+        if not marks:
+            return []
+        marks.sort(key=lambda m: (m.ts, _ROLE_ORDER[m.role]))  # stable: same-time lines keep file order
+        now = self._now()
+
+        def run(states: dict[str, st.State]) -> st.Outcome:
+            out = st.Outcome()
+            for mark in marks:
+                st.apply(states[mark.key], mark, now, out)
+            return out
+
+        outcome, sizes = self.store.transact([m.key for m in marks], run, now)
+        docs_out = self._emit(outcome)
+        self._enforce_bounds(sizes, now)
+        return docs_out
+
+    def expire(self, now: datetime | None = None) -> list[SessionDoc]:
+        """Close sessions open longer than ``timeout``; drop orphans and tombstones past their TTL.
+
+        ``now`` defaults to the injected clock.
+        """
+        if not self.config.enabled:
+            return []
+        now_us = self._now(now)
+        ttl = self.store.ttl
+        emitted: list[SessionDoc] = []
+        seen: set[str] = set()
+        while True:
+            keys = [k for k in self.store.due(now_us, CHUNK) if k not in seen]
+            if not keys:
+                break
+            seen.update(keys)
+
+            def run(states: dict[str, st.State], keys: list[str] = keys) -> st.Outcome:
+                out = st.Outcome()
+                for key in keys:
+                    st.expire(states[key], _kind(key), key, now_us, ttl, out)
+                return out
+
+            outcome, _ = self.store.transact(keys, run, now_us)
+            emitted += self._emit(outcome)
+        return emitted
+
+    def _enforce_bounds(self, sizes: Sizes, now: int) -> None:
+        """Drop the oldest open sessions / orphans / tombstones beyond the configured maxima (no documents).
+
+        Two workers may both see the excess and together drop up to twice as much: a bound, not a quota.
+        """
+        limits = (("open", sizes.open, self.config.max_open), ("orph", sizes.orph, self.config.max_orphans),
+                  ("tomb", sizes.tomb, self.config.max_closed))
+        for index, size, limit in limits:
+            excess = size - limit
+            while excess > 0:
+                keys = self.store.oldest(index, min(excess, CHUNK))
+                if not keys:
+                    break
+
+                def run(states: dict[str, st.State], keys: list[str] = keys, index: str = index) -> st.Outcome:
+                    out = st.Outcome()
+                    for key in keys:
+                        st.evict(states[key], index, out)
+                    return out
+
+                outcome, _ = self.store.transact(keys, run, now)
+                self.counts.update(outcome.counts)
+                excess -= len(keys)
+
+    def _emit(self, outcome: st.Outcome) -> list[SessionDoc]:
+        self.counts.update(outcome.counts)
+        out: list[SessionDoc] = []
+        ids: set[str] = set()
+        for kind, key, closed in outcome.closed:
+            doc_id, doc = build(kind, key, closed)
+            if doc_id not in ids:
+                ids.add(doc_id)
+                out.append((doc_id, doc))
+        return out
+
+
+def _kind(key: str) -> str:
+    return key.split("|", 1)[0]
+
+
+__all__ = ["Mark", "SessionPairer", "SessionDoc", "utc_now"]
