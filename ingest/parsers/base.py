@@ -38,6 +38,11 @@ class Parser(ABC):
     #: ``event.dataset`` of the documents this parser makes.
     dataset: ClassVar[str]
 
+    def __init__(self, resources: Any = None) -> None:
+        """``resources`` is the shared :class:`~ingest.parsers.resources.ParserResources` (patterns,
+        rules, clock, zones); parsers that need none ignore it."""
+        self.resources = resources
+
     @abstractmethod
     def parse(self, line: str, ctx: LineContext) -> dict[str, Any]:
         """The document for one line. Must not raise for any input string."""

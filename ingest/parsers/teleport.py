@@ -39,9 +39,6 @@ class TeleportParser(Parser):
     kind = "teleport"
     dataset = "teleport.audit"
 
-    def __init__(self, resources: Any = None) -> None:
-        self.resources = resources
-
     def parse(self, line: str, ctx: LineContext) -> dict[str, Any]:
         doc = self.base_document(line)
         try:

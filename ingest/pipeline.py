@@ -1,0 +1,150 @@
+"""The worker's processing, minus Redis and Elasticsearch: route -> parse -> enrich -> pair.
+
+``Pipeline.process`` takes one batch of raw Filebeat events and returns the documents to index
+(with deterministic ids and daily index names) and the dead letters of what could not be read.
+``audit-ingest run`` and ``audit-ingest parse`` both use it, so what ``parse`` prints is what the
+worker indexes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from ingest.document import add_tag, format_timestamp
+from ingest.enrich.base import Enricher
+from ingest.model import BatchResult, DeadLetter, IndexAction
+from ingest.parsers import auditd as _auditd  # noqa: F401  (registers the parser)
+from ingest.parsers import syslog_rules as _rules  # noqa: F401
+from ingest.parsers import teleport as _teleport  # noqa: F401
+from ingest.parsers.base import REGISTRY, LineContext, Parser
+from ingest.parsers.resources import ParserResources
+from ingest.route import Routed, Router, quote
+from ingest.sessions import SessionPairer
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def index_name(doc: dict[str, Any], prefix: str) -> str:
+    """``<prefix>YYYY.MM.DD`` from the UTC date of ``@timestamp`` (always ``YYYY-MM-DDT...Z`` here)."""
+    ts = doc.get("@timestamp")
+    if not isinstance(ts, str) or len(ts) < 10:
+        ts = format_timestamp(datetime.now(UTC))
+    return f"{prefix}{ts[0:4]}.{ts[5:7]}.{ts[8:10]}"
+
+
+class Pipeline:
+    def __init__(self, *, router: Router, parsers: dict[str, Parser], enrichers: list[Enricher],
+                 pairer: SessionPairer | None = None, index_prefix: str = "audit-",
+                 clock: Clock = lambda: datetime.now(UTC), post: list[Any] | None = None) -> None:
+        self.router = router
+        self.parsers = parsers
+        self.enrichers = enrichers
+        self.pairer = pairer
+        self.index_prefix = index_prefix
+        self.clock = clock
+        #: later stages that see the finished documents and may add their own (detections)
+        self.post = post or []
+
+    @classmethod
+    def from_settings(cls, settings: Any, redis_client: Any = None, *, clock: Clock | None = None) -> Pipeline:
+        """Everything the settings describe; session state in Redis if a client is given, else in memory."""
+        from ingest.enrich.geoip import GeoIpEnricher
+        from ingest.enrich.keys import KeyOwnerEnricher
+        from ingest.sessions import MemorySessionStore, RedisSessionStore
+        from ingest.timestamps import zone
+
+        p = settings.parse
+        resources = ParserResources(p.patterns_dir, timezone=zone(p.timezone),
+                                    host_timezones={h: zone(z) for h, z in p.host_timezones.items()},
+                                    future_tolerance=p.future_tolerance)
+        parsers = {kind: cls_(resources) for kind, cls_ in REGISTRY.items()}
+        enrichers: list[Enricher] = [GeoIpEnricher.from_config(settings.geoip),
+                                     KeyOwnerEnricher.from_config(settings.keys)]
+        pairer = None
+        if settings.sessions.enabled:
+            store = (RedisSessionStore(redis_client, settings.sessions) if redis_client is not None
+                     else MemorySessionStore(settings.sessions))
+            pairer = SessionPairer(store, **({"clock": clock} if clock else {}))
+        return cls(router=Router(settings.routing), parsers=parsers, enrichers=enrichers, pairer=pairer,
+                   index_prefix=settings.index.prefix, **({"clock": clock} if clock else {}))
+
+    def process(self, raws: list[bytes]) -> BatchResult:
+        result = BatchResult()
+        docs: list[dict[str, Any]] = []
+        kept: list[Routed] = []
+        now = self.clock()
+        for raw in raws:
+            routed = self.router.route(raw)
+            if isinstance(routed, DeadLetter):
+                result.dead.append(routed)
+                continue
+            ctx = LineContext(now=routed.read_at or now, path=routed.path, host=routed.host)
+            try:
+                doc = self.parsers[routed.kind].parse(routed.message, ctx)
+            except Exception as e:  # a parser bug must not stop the batch: keep the event
+                log.exception("parser %s failed on an event", routed.kind)
+                result.dead.append(DeadLetter(raw, "parse", "parser_error",
+                                              f"{routed.kind} parser raised {type(e).__name__}: {quote(str(e))}"))
+                continue
+            self._envelope(doc, routed)
+            docs.append(doc)
+            kept.append(routed)
+        for enricher in self.enrichers:
+            enricher.enrich_batch(docs)
+        prefix = self.index_prefix
+        result.actions = [IndexAction(index_name(doc, prefix), r.document_id(), doc, r.raw)
+                          for doc, r in zip(docs, kept, strict=True)]
+        if self.pairer is not None:
+            for doc_id, doc in self.pairer.process_batch(docs) + self.pairer.expire():
+                result.actions.append(IndexAction(index_name(doc, prefix), doc_id, doc, None))
+        for stage in self.post:
+            result.actions.extend(stage.process_batch(docs))
+        return result
+
+    @staticmethod
+    def _envelope(doc: dict[str, Any], routed: Routed) -> None:
+        """Fields from the Filebeat event itself: where and when the line was read."""
+        event = routed.event
+        if routed.host is not None:
+            host = doc.get("host")
+            if host is None:
+                doc["host"] = {"name": routed.host, "hostname": routed.host}
+            else:
+                host["name"] = routed.host
+                host.setdefault("hostname", routed.host)
+        if routed.path is not None or routed.offset is not None:
+            log_ = doc.setdefault("log", {})
+            if routed.path is not None:
+                log_["file"] = {"path": routed.path}
+            if routed.offset is not None:
+                log_["offset"] = routed.offset
+        if routed.read_at is not None:
+            doc["event"]["created"] = format_timestamp(routed.read_at)
+        module = event.get("event", {}).get("module") if isinstance(event.get("event"), dict) else None
+        if isinstance(module, str):
+            doc["event"]["module"] = module
+        fields = event.get("fields")
+        if isinstance(fields, dict) and fields:
+            doc["fields"] = fields
+        tags = event.get("tags")
+        if isinstance(tags, list):
+            for tag in tags:
+                if isinstance(tag, str):
+                    add_tag(doc, tag)
+
+
+def wrap_line(line: str, *, path: str, offset: int, kind: str | None, read_at: datetime | None) -> bytes:
+    """A raw log line as the Filebeat event that would carry it (for ``parse`` on plain files)."""
+    event: dict[str, Any] = {"message": line, "log": {"file": {"path": path}, "offset": offset}}
+    if kind is not None:
+        event["fields"] = {"log_type": kind}
+    if read_at is not None:
+        event["@timestamp"] = format_timestamp(read_at)
+    return orjson.dumps(event)
