@@ -93,6 +93,8 @@ class Pipeline:
                 result.dead.append(DeadLetter(raw, "parse", "parser_error",
                                               f"{routed.kind} parser raised {type(e).__name__}: {quote(str(e))}"))
                 continue
+            if "@timestamp" not in doc:  # a line with no readable time: when it was read
+                doc["@timestamp"] = format_timestamp(ctx.now)
             self._envelope(doc, routed)
             docs.append(doc)
             kept.append(routed)

@@ -1,0 +1,92 @@
+"""The grok engine: Logstash field references on pygrok, types, nesting, and errors that say where."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ingest.errors import PatternError
+from ingest.grok import PatternLibrary, field_path, read_pattern_file
+
+
+def library(tmp_path: Path, text: str) -> PatternLibrary:
+    (tmp_path / "mine.grok").write_text(text)
+    return PatternLibrary([tmp_path])
+
+
+def test_field_reference_forms() -> None:
+    assert field_path("[source][ip]") == ("source", "ip")
+    assert field_path("source.ip") == ("source", "ip")
+    assert field_path("ip") == ("ip",)
+
+
+def test_nested_fields_types_and_bundled_patterns(tmp_path: Path) -> None:
+    lib = library(tmp_path, "MYPORT port %{POSINT:[source][port]:int}\n")
+    grok = lib.compile("from %{IP:[source][ip]} %{MYPORT} took %{NUMBER:[event][duration]:float}s "
+                       "user %{USER:user.name}", origin="test")
+    assert grok.match("from 81.2.69.160 port 51836 took 1.5s user bob") == {
+        "source": {"ip": "81.2.69.160", "port": 51836},
+        "event": {"duration": 1.5},
+        "user": {"name": "bob"},
+    }
+    assert grok.match("nothing like it") is None
+
+
+def test_named_groups_with_references_and_empty_captures_dropped(tmp_path: Path) -> None:
+    lib = library(tmp_path, "")
+    grok = lib.compile(r"^(?<[user][name]>\w+):(?<[user][id]>\d*)$", origin="test")
+    assert grok.match("alice:") == {"user": {"name": "alice"}}
+    assert grok.match("alice:7") == {"user": {"name": "alice", "id": "7"}}
+
+
+def test_failed_conversion_keeps_the_string(tmp_path: Path) -> None:
+    lib = library(tmp_path, "ANY [a-z0-9]+\n")
+    grok = lib.compile("%{ANY:[n]:int}", origin="test")
+    assert grok.match("12") == {"n": 12}
+    assert grok.match("x1") == {"n": "x1"}
+
+
+def test_our_definitions_override_bundled_ones(tmp_path: Path) -> None:
+    lib = library(tmp_path, "WORD [a-c]+\n")
+    assert lib.compile("^%{WORD:w}$", origin="t").match("abc") == {"w": "abc"}
+    assert lib.compile("^%{WORD:w}$", origin="t").match("xyz") is None
+
+
+def test_bad_line_names_file_line_and_pattern(tmp_path: Path) -> None:
+    (tmp_path / "bad.grok").write_text("# comment\nGOOD \\d+\nLONELY\n")
+    with pytest.raises(PatternError) as e:
+        read_pattern_file(tmp_path / "bad.grok")
+    assert f"{tmp_path / 'bad.grok'}:3" in str(e.value)
+    assert "LONELY" in str(e.value)
+    assert e.value.line == 3
+
+
+def test_invalid_regex_is_traced_to_its_definition(tmp_path: Path) -> None:
+    lib = library(tmp_path, "FINE \\d+\nBROKEN (unclosed\nUSES %{FINE} %{BROKEN}\n")
+    with pytest.raises(PatternError) as e:
+        lib.compile("%{USES}", origin="rules.toml rule x")
+    assert e.value.pattern == "BROKEN"
+    assert e.value.line == 2
+    assert str(e.value).startswith(f"{tmp_path / 'mine.grok'}:2")
+
+
+def test_unknown_pattern_is_named(tmp_path: Path) -> None:
+    lib = library(tmp_path, "OUTER x %{NOSUCH}\n")
+    with pytest.raises(PatternError) as e:
+        lib.compile("%{OUTER}", origin="rules.toml rule y")
+    assert "NOSUCH" in str(e.value)
+    assert "OUTER" in str(e.value)
+
+
+def test_missing_folder_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(PatternError):
+        PatternLibrary([tmp_path / "nope"])
+
+
+def test_shipped_patterns_all_compile() -> None:
+    from ingest.parsers.resources import ParserResources
+
+    resources = ParserResources()
+    for kind in ("auth", "commands", "openvpn", "shell"):
+        assert resources.rules(kind).rules, kind

@@ -1,0 +1,71 @@
+"""Syslog timestamps: year inference at year boundaries and Feb 29, zones, ISO forms."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ingest.timestamps import SyslogClock, zone
+
+
+def at(text: str, reference: datetime, tz=UTC) -> str:
+    parsed = SyslogClock().parse(text, reference, tz)
+    assert parsed is not None
+    return parsed[1]
+
+
+def test_same_year_when_in_the_past() -> None:
+    assert at("May 17 15:26:00", datetime(2020, 12, 31, tzinfo=UTC)) == "2020-05-17T15:26:00.000000Z"
+
+
+def test_december_line_read_in_january_is_last_year() -> None:
+    assert at("Dec 31 23:59:59", datetime(2021, 1, 1, 0, 0, 30, tzinfo=UTC)) == "2020-12-31T23:59:59.000000Z"
+
+
+def test_january_line_read_on_new_years_eve_with_skew_is_next_year() -> None:
+    # the host's clock runs 2 minutes ahead: its Jan 1 00:01 line is read at Dec 31 23:59
+    assert at("Jan  1 00:01:00", datetime(2020, 12, 31, 23, 59, tzinfo=UTC)) == "2021-01-01T00:01:00.000000Z"
+
+
+def test_never_in_the_future_beyond_tolerance() -> None:
+    reference = datetime(2021, 6, 1, 12, 0, tzinfo=UTC)
+    assert at("Jun  1 13:00:00", reference) == "2020-06-01T13:00:00.000000Z"
+    assert at("Jun  1 12:10:00", reference) == "2021-06-01T12:10:00.000000Z"  # within 15 min of skew
+    clock = SyslogClock(tolerance=timedelta(0))
+    assert clock.parse("Jun  1 12:00:01", reference, UTC)[1] == "2020-06-01T12:00:01.000000Z"
+
+
+@pytest.mark.parametrize(("reference", "year"), [
+    (datetime(2024, 3, 1, tzinfo=UTC), 2024),
+    (datetime(2025, 3, 1, tzinfo=UTC), 2024),   # no Feb 29 in 2025: the last leap year
+    (datetime(2024, 2, 28, tzinfo=UTC), 2020),  # Feb 29 2024 is still in the future
+    (datetime(2101, 1, 1, tzinfo=UTC), 2096),   # 2100 is not a leap year
+])
+def test_feb_29(reference: datetime, year: int) -> None:
+    assert at("Feb 29 10:00:00", reference) == f"{year}-02-29T10:00:00.000000Z"
+
+
+def test_zone_applies_to_classic_and_naive_iso() -> None:
+    ljubljana = zone("Europe/Ljubljana")
+    assert at("Aug 21 15:01:32", datetime(2020, 12, 1, tzinfo=UTC), ljubljana) == "2020-08-21T13:01:32.000000Z"
+    assert at("2019-06-14T10:40:20.912134", datetime(2020, 1, 1, tzinfo=UTC), ljubljana) == "2019-06-14T08:40:20.912134Z"
+    assert at("Jan 15 12:00:00", datetime(2021, 2, 1, tzinfo=UTC), zone("+05:30")) == "2021-01-15T06:30:00.000000Z"
+
+
+def test_iso_forms_carry_their_zone() -> None:
+    ref = datetime(2030, 1, 1, tzinfo=UTC)
+    assert at("2024-05-17T16:02:03.412271+00:00", ref) == "2024-05-17T16:02:03.412271Z"
+    assert at("2019-06-14T13:01:15.412+01:30", ref) == "2019-06-14T11:31:15.412000Z"
+    assert at("2024-05-17T16:10:00.000000+02:00", ref) == "2024-05-17T14:10:00.000000Z"
+    assert at("2024-05-17T16:10:00Z", ref) == "2024-05-17T16:10:00.000000Z"
+
+
+def test_garbage_is_none_and_unknown_zone_raises() -> None:
+    clock = SyslogClock()
+    ref = datetime(2020, 1, 1, tzinfo=UTC)
+    assert clock.parse("Foo 17 15:26:00", ref, UTC) is None
+    assert clock.parse("May 32 15:26:00", ref, UTC) is None
+    assert clock.parse("2024-13-01T00:00:00", ref, UTC) is None
+    with pytest.raises(ValueError):
+        zone("Mars/Olympus")
