@@ -94,9 +94,14 @@ _Answer = tuple[bool, dict[str, Any] | None, dict[str, Any] | None]
 _SKIP: _Answer = (False, None, None)
 
 
-def _copy(obj: dict[str, Any]) -> dict[str, Any]:
-    """Copy of a finished sub-object (at most two levels deep, as geo and as are)."""
-    return {k: dict(v) if isinstance(v, dict) else v for k, v in obj.items()}
+def _copy(obj: dict[str, Any], inner: str) -> dict[str, Any]:
+    """Copy of a finished sub-object whose only nested object is ``inner`` (geo: ``location``,
+    as: ``organization``). Cheaper than ``copy.deepcopy`` by an order of magnitude."""
+    out = obj.copy()
+    nested = out.get(inner)
+    if nested is not None:
+        out[inner] = nested.copy()
+    return out
 
 
 def _geo_fields(resp: Any) -> dict[str, Any] | None:
@@ -210,9 +215,9 @@ class GeoIpEnricher(Enricher):
                     if parent is None:
                         continue
                     if geo is not None:
-                        parent["geo"] = _copy(geo)
+                        parent["geo"] = _copy(geo, "location")
                     if as_ is not None:
-                        parent["as"] = _copy(as_)
+                        parent["as"] = _copy(as_, "organization")
                 except Exception:  # never fail a batch because of one document
                     logger.exception("GeoIP enrichment of one document failed; document left as is")
 

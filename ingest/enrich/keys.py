@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import logging
 import os
@@ -112,6 +113,7 @@ def fingerprints(blob: bytes) -> tuple[str, str]:
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 
 
+@functools.lru_cache(maxsize=4096)  # brute force and repeated logins repeat the same few values
 def normalize_fingerprint(value: str) -> str | None:
     """The lookup form of a logged fingerprint, or None if it is neither MD5 nor SHA256.
 
@@ -343,6 +345,9 @@ class KeyOwnerEnricher(Enricher):
 
     def owner(self, fingerprint: str) -> str:
         """The owner of a logged fingerprint (any accepted form), or the not-mapped value."""
+        owner = self._owners.get(fingerprint)  # already in normal form: the usual case
+        if owner is not None:
+            return owner
         fp = normalize_fingerprint(fingerprint)
         return self._owners.get(fp, self._not_mapped) if fp else self._not_mapped
 
