@@ -620,16 +620,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._drop()
             return
         data = b"" if payload is None else orjson.dumps(payload)
-        record.status = status
-        self._answer(status, data, path)
+        self._answer(status, data, path, record)
 
-    def _answer(self, status: int, data: bytes, path: str) -> None:
+    def _answer(self, status: int, data: bytes, path: str, record: RecordedRequest) -> None:
+        """Write the answer unless a fault says otherwise (``record.status`` stays None then)."""
         double = self.double
         delay = double._take_fault("delay", path)
+        drop = double._take_fault("drop", path, when=("after_apply", "mid_response"))
         if delay is not None and double._stopping.wait(delay.seconds):
             self._drop()  # the double went down while this answer was delayed
             return
-        drop = double._take_fault("drop", path, when=("after_apply", "mid_response"))
         if drop is not None:
             if drop.when == "mid_response":
                 try:
@@ -639,6 +639,7 @@ class _Handler(BaseHTTPRequestHandler):
                     pass
             self._drop()
             return
+        record.status = status  # before writing: the client may look as soon as the answer is out
         try:
             self.wfile.write(self._head(status, len(data)) + (b"" if self.command == "HEAD" else data))
             self.wfile.flush()
@@ -924,6 +925,8 @@ class ESDouble:
             return self._route(handler.command, path, query, body)
         except EsError as e:
             return e.status, e.body()
+        except _Dropped:
+            raise
         except orjson.JSONDecodeError as e:
             return 400, EsError(400, "x_content_parse_exception", f"[1:1] {e}").body()
         except Exception as e:  # a bug in the double: answer 500 and keep it for the fixture to report
@@ -1122,6 +1125,8 @@ class ESDouble:
                 raise EsError(400, "action_request_validation_exception", "Validation Failed: 1: id is missing;")
             ops.append((op, index, None if doc_id is None else str(doc_id), source))
             i += 1
+        if not ops:
+            raise EsError(400, "action_request_validation_exception", "Validation Failed: 1: no requests added;")
         items = []
         errors = False
         refresh = query.get("refresh") in ("", "true", "wait_for")
