@@ -24,7 +24,16 @@ from typing import Any
 
 from ingest.document import flatten, parse_timestamp
 
-__all__ = ["Mismatch", "Tally", "compare", "compared_fields", "flatten", "load_expected", "read_lines", "summary"]
+__all__ = [
+    "Mismatch",
+    "Tally",
+    "compare",
+    "compared_fields",
+    "flatten",
+    "load_expected",
+    "read_lines",
+    "summary",
+]
 
 _MISSING = object()
 
@@ -99,7 +108,9 @@ def _same(name: str, ours: Any, expected: Any) -> bool:
     return _text(ours) == _text(expected)
 
 
-def compare(ours_flat: dict[str, Any], expected_flat: dict[str, Any], fields: Iterable[str]) -> list[Mismatch]:
+def compare(
+    ours_flat: dict[str, Any], expected_flat: dict[str, Any], fields: Iterable[str]
+) -> list[Mismatch]:
     """Mismatches on ``fields`` that the expected document has (missing on our side included)."""
     out = []
     for name in fields:
@@ -120,6 +131,8 @@ def compared_fields(expected_flat: dict[str, Any], fields: Iterable[str]) -> lis
 def summary(tally: Tally, title: str = "conformance") -> str:
     """Overall agreement and the per-field figures, worst field first."""
     lines = [f"{title}: {tally.agreed}/{tally.compared} values agree ({tally.agreement:.2%})"]
-    for name, (compared, agreed) in sorted(tally.by_field.items(), key=lambda kv: (kv[1][1] / kv[1][0], kv[0])):
+    for name, (compared, agreed) in sorted(
+        tally.by_field.items(), key=lambda kv: (kv[1][1] / kv[1][0], kv[0])
+    ):
         lines.append(f"  {name:32s} {agreed:5d}/{compared:<5d} {agreed / compared:7.2%}")
     return "\n".join(lines)

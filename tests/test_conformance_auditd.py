@@ -127,7 +127,9 @@ def test_every_log_has_expected_documents() -> None:
 def test_no_parse_failure_on_any_line(log: str) -> None:
     parser, ctx = AuditdParser(), LineContext()
     lines = read_lines(DIR / log)
-    failed = [n for n, line in enumerate(lines, 1) if PARSE_FAILURE_TAG in parser.parse(line, ctx).get("tags", [])]
+    failed = [
+        n for n, line in enumerate(lines, 1) if PARSE_FAILURE_TAG in parser.parse(line, ctx).get("tags", [])
+    ]
     assert failed == []
     assert all("record_type" in parser.parse(line, ctx)["auditd"]["log"] for line in lines)
 
@@ -144,8 +146,10 @@ def test_agreement_with_filebeat() -> None:
     with_deliberate = (tally.agreed + explained) / tally.compared
     print()
     print(summary(tally, "auditd vs Filebeat"))
-    print(f"agreement: {tally.agreement:.2%} of {tally.compared} values; "
-          f"{with_deliberate:.2%} counting the {explained} listed deliberate differences")
+    print(
+        f"agreement: {tally.agreement:.2%} of {tally.compared} values; "
+        f"{with_deliberate:.2%} counting the {explained} listed deliberate differences"
+    )
     print("\n".join(unexplained))
     assert tally.compared > 1500
     assert with_deliberate >= 0.98, unexplained

@@ -303,12 +303,12 @@ def _parse_into(doc: dict[str, Any], text: str) -> None:
         if rtype == "LOGIN" and " auid=" in rest:
             rest = _LOGIN_OLD_NEW_RE.sub(r"\1_\2=", rest)
         log, repeated = _read_pairs(rest)
+    if rtype == "LOGIN":
+        _login(log)
     # ECS fields are made from the text values (the first one of a repeated key).
     first = {k: (v[0] if type(v) is list else v) for k, v in log.items()} if repeated else log
     _ecs(doc, first, rtype)
-    if rtype == "LOGIN":
-        _login(log)
-    elif rtype == "PROCTITLE" and "process" in doc:
+    if rtype == "PROCTITLE" and "process" in doc:
         log["proctitle"] = doc["process"]["title"]
     elif (rtype == "AVC" or rtype == "USER_AVC") and "avc:" in rest:
         avc = _AVC_RE.search(rest)
