@@ -349,3 +349,22 @@ def test_every_used_field_is_produced(objects: list[dict[str, Any]], by_key: dic
         for field in sorted(fields_used(o) - present):
             problems.append(f"{o['_where']} {o['type']} {o['attributes'].get('title')!r}: {field}")
     assert not problems, "fields no sample document has:\n" + "\n".join(problems)
+
+
+# --- 4. importing them (ingest.setup.kibana against tests/kibana_double.py) -------------------------
+def test_import_all_objects_into_kibana_double() -> None:
+    from ingest.setup.kibana import import_saved_objects, ndjson_files
+    from tests.kibana_double import KibanaDouble
+
+    with KibanaDouble(username="elastic", password="s3cret") as kb:
+        result = import_saved_objects(kb.url, ndjson_files(KIBANA), username="elastic", password="s3cret")
+        expected = sum(1 for p in NDJSON for line in p.read_text().splitlines() if line.strip())
+        assert result.success and result.success_count == expected and not result.errors
+        assert len(kb.objects()) == expected
+        assert ("dashboard", "audit-dashboard-server-access") in kb.objects()
+        (req,) = kb.requests
+        assert req.method == "POST" and req.query["overwrite"] == ["true"]
+        assert req.headers["kbn-xsrf"] == "true" and req.filename.endswith(".ndjson")
+        # a second run overwrites instead of failing with conflicts
+        again = import_saved_objects(kb.url, ndjson_files(KIBANA), username="elastic", password="s3cret")
+        assert again.success and all(r.get("overwrite") for r in again.success_results)
