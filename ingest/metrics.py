@@ -58,6 +58,14 @@ class Metrics:
                                      ["stage", "code"], registry=r)
         self.dead_trimmed = Counter(f"{PREFIX}_dead_letters_trimmed",
                                     "Dead letters dropped because the dead list reached max_length.", registry=r)
+        self.events_conflict = Counter(f"{PREFIX}_events_conflict",
+                                       "Documents Elasticsearch already had (409 on a redelivered event).",
+                                       registry=r)
+        self.events_retried = Counter(f"{PREFIX}_events_retried",
+                                      "Bulk items resent after an item-level 429/5xx.", registry=r)
+        self.sink_request_failures = Counter(f"{PREFIX}_sink_request_failures",
+                                             "Whole bulk requests that failed (status, timeout, connection).",
+                                             registry=r)
         self.retries = Counter(f"{PREFIX}_retries", "Retries after a failure.", ["component"], registry=r)
         self.batches = Counter(f"{PREFIX}_batches", "Batches handled.", ["outcome"], registry=r)
         self.recovered = Counter(f"{PREFIX}_events_recovered",

@@ -86,9 +86,24 @@ class Worker:
         self._redis_down_since: float | None = None
         self._last_recover = 0.0
         self._last_info = 0.0
+        self._last_gauges = 0.0
         self._since_info = {"batches": 0, "in": 0, "indexed": 0, "dead": 0}
         self._recover_every = (source.config.recover_interval or source.config.heartbeat_ttl).total_seconds()
         self.source._on_lost_owner = self.stop_now
+        stats = getattr(sink, "stats", None)
+        if stats is not None and hasattr(stats, "listener"):
+            stats.listener = self._sink_stat
+
+    def _sink_stat(self, name: str, n: int) -> None:
+        """The sink's counters (retries, failed requests, 409s) into the metrics."""
+        if name == "retries":
+            self.metrics.retries.labels("elasticsearch").inc(n)
+        elif name == "request_failures":
+            self.metrics.sink_request_failures.inc(n)
+        elif name == "items_conflict":
+            self.metrics.events_conflict.inc(n)
+        elif name == "items_retried":
+            self.metrics.events_retried.inc(n)
 
     # -- control ---------------------------------------------------------------------------
 
@@ -170,6 +185,8 @@ class Worker:
             if time.monotonic() - self._last_recover >= self._recover_every:
                 self._last_recover = time.monotonic()
                 self.metrics.recovered.inc(self.source.recover())
+            if time.monotonic() - self._last_gauges >= 1.0:
+                self._last_gauges = time.monotonic()
                 self._update_gauges()
             raws = self.source.take(stop=self.stopping)
             self._redis_ok()
@@ -222,25 +239,26 @@ class Worker:
 
     # -- steps -----------------------------------------------------------------------------
 
-    def _process(self, raws: list[bytes]) -> BatchResult:
-        """The pipeline on a batch; if it raises, halves until the events that raise are isolated."""
+    def _process(self, raws: list[bytes], depth: int = 0) -> BatchResult:
+        """The pipeline on a batch; if it raises, halves until the events that raise are isolated
+        (dead-lettered, stage ``parse``). One log line per batch that raised."""
         try:
             return self.pipeline.process(raws)
         except Exception as e:
+            if depth == 0:
+                self.metrics.pipeline_errors.inc()
+                log.error("pipeline raised on a batch of %d (%s: %s); splitting it to isolate the event",
+                          len(raws), type(e).__name__, quote(str(e)), exc_info=log.isEnabledFor(logging.DEBUG))
             if len(raws) == 1:
-                log.error("pipeline raised on one event, dead-lettering it: %s: %s", type(e).__name__, quote(str(e)))
                 return BatchResult(dead=[DeadLetter(raws[0], "parse", "pipeline_error",
                                                     f"pipeline raised {type(e).__name__}: {quote(str(e))}")])
-            self.metrics.pipeline_errors.inc()
-            log.warning("pipeline raised on a batch of %d (%s: %s); splitting it to find the event",
-                        len(raws), type(e).__name__, quote(str(e)))
         mid = len(raws) // 2
-        left, right = self._process(raws[:mid]), self._process(raws[mid:])
+        left, right = self._process(raws[:mid], depth + 1), self._process(raws[mid:], depth + 1)
         return BatchResult(actions=left.actions + right.actions, dead=left.dead + right.dead)
 
-    def _write(self, actions: list[IndexAction]) -> list[Rejected]:
-        """The sink on the actions; an unexpected exception (a bug, an unencodable document) halves
-        the actions until the failing ones are isolated and rejected. SinkUnavailable propagates."""
+    def _write(self, actions: list[IndexAction], depth: int = 0) -> list[Rejected]:
+        """The sink on the actions; an unexpected exception (a bug) halves the actions until the
+        failing ones are isolated and rejected. SinkUnavailable propagates."""
         if not actions:
             return []
         try:
@@ -248,13 +266,13 @@ class Worker:
         except SinkUnavailable:
             raise
         except Exception as e:
+            if depth == 0:
+                log.error("sink raised on a batch of %d (%s: %s); splitting it to isolate the document",
+                          len(actions), type(e).__name__, quote(str(e)), exc_info=log.isEnabledFor(logging.DEBUG))
             if len(actions) == 1:
-                log.error("sink raised on one document, dead-lettering it: %s: %s", type(e).__name__, quote(str(e)))
                 return [Rejected(actions[0], 0, "sink_error", f"sink raised {type(e).__name__}: {quote(str(e))}")]
-            log.warning("sink raised on a batch of %d (%s: %s); splitting it", len(actions), type(e).__name__,
-                        quote(str(e)))
         mid = len(actions) // 2
-        return self._write(actions[:mid]) + self._write(actions[mid:])
+        return self._write(actions[:mid], depth + 1) + self._write(actions[mid:], depth + 1)
 
     @staticmethod
     def _rejected_letter(r: Rejected) -> DeadLetter:

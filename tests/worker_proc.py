@@ -1,0 +1,123 @@
+"""Helpers for the worker tests, and a worker process for the crash/SIGTERM tests.
+
+``python -m tests.worker_proc --redis URL --es URL --id ID [...]`` runs a real :class:`Worker`
+(real pipeline, the Elasticsearch sink, the Redis list source) until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+from ingest.deadletter import DeadLetterStore
+from ingest.metrics import Metrics
+from ingest.sources.redis_list import RedisListSource, RedisSourceConfig
+from ingest.worker import Worker, WorkerConfig
+
+SAMPLES = Path(__file__).parent / "data" / "samples"
+KINDS = {"auth.log": "auth", "bruteforce.log": "auth", "commands.log": "commands", "audit.log": "auditd",
+         "openvpn.log": "openvpn", "shell_deploy.log": "shell", "teleport.log": "teleport"}
+PATHS = {"auth.log": "/var/log/auth.log", "bruteforce.log": "/var/log/secure", "commands.log": "/var/log/commands.log",
+         "audit.log": "/var/log/audit/audit.log", "openvpn.log": "/var/log/openvpn.log",
+         "shell_deploy.log": "/var/log/shell_deploy.log", "teleport.log": "/var/log/teleport/events.log"}
+
+
+def sample_events(n: int, *, host: str = "h1", start: int = 0) -> list[bytes]:
+    """``n`` Filebeat 8.x events made of the sample lines, each with a distinct offset."""
+    lines: list[tuple[str, str]] = []
+    for path in sorted(SAMPLES.glob("*.log")):
+        lines += [(path.name, line) for line in path.read_text().splitlines() if line.strip()]
+    out = []
+    for i in range(start, start + n):
+        name, line = lines[i % len(lines)]
+        out.append(orjson.dumps({
+            "@timestamp": "2024-05-17T16:02:03.500Z", "message": line,
+            "log": {"file": {"path": PATHS[name]}, "offset": i * 100},
+            "host": {"name": host}, "agent": {"type": "filebeat", "version": "8.15.0"},
+            "fields": {"log_type": KINDS[name]}}))
+    return out
+
+
+def pipeline() -> Any:
+    """The real pipeline from default settings, without session documents (one document per event)."""
+    from ingest.pipeline import Pipeline
+    from ingest.settings import load_settings
+
+    logging.getLogger("ingest.enrich.geoip").setLevel(logging.ERROR)
+    return Pipeline.from_settings(load_settings(overrides={"sessions": {"enabled": False}}), None)
+
+
+def make_sink(es_url: str, stop: threading.Event) -> Any:
+    """The project's Elasticsearch sink on the double, with short backoffs."""
+    from ingest.sinks.elasticsearch import ElasticsearchConfig, ElasticsearchSink, build_client
+
+    cfg = ElasticsearchConfig.model_validate({"hosts": [es_url], "backoff_initial": timedelta(milliseconds=20),
+                                              "backoff_max": timedelta(milliseconds=300),
+                                              "request_timeout": timedelta(seconds=5)})
+    return ElasticsearchSink(build_client(cfg), cfg, stop=stop)
+
+
+def source_config(redis_url: str, *, batch_size: int = 50, ttl: float = 1.0, **kw: Any) -> RedisSourceConfig:
+    base: dict[str, Any] = {"url": redis_url, "batch_size": batch_size, "batch_wait": timedelta(milliseconds=20),
+                            "block_timeout": timedelta(milliseconds=200), "heartbeat_ttl": timedelta(seconds=ttl),
+                            "socket_timeout": timedelta(seconds=2), "socket_connect_timeout": timedelta(seconds=1)}
+    base.update(kw)
+    return RedisSourceConfig.model_validate(base)
+
+
+def make_worker(redis_url: str, es_url: str, worker_id: str, *, batch_size: int = 50, ttl: float = 1.0,
+                shutdown_timeout: float = 5.0, proc: Any = None, sink: Any = None) -> Worker:
+    scfg = source_config(redis_url, batch_size=batch_size, ttl=ttl)
+    client = scfg.client()
+    source = RedisListSource(client, scfg, worker_id)
+    dead = DeadLetterStore(client, f"{scfg.key}:dead", main_key=scfg.key, worker=worker_id)
+    wcfg = WorkerConfig.model_validate({"id": worker_id, "shutdown_timeout": timedelta(seconds=shutdown_timeout),
+                                        "backoff_initial": timedelta(milliseconds=50),
+                                        "backoff_max": timedelta(milliseconds=500)})
+    sink_stop = threading.Event()
+    return Worker(source, proc if proc is not None else pipeline(), sink or make_sink(es_url, sink_stop), dead,
+                  Metrics(), wcfg, sink_stop=sink_stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--redis", required=True)
+    ap.add_argument("--es", required=True)
+    ap.add_argument("--id", required=True)
+    ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--ttl", type=float, default=1.0)
+    ap.add_argument("--shutdown-timeout", type=float, default=5.0)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s {args.id} %(levelname)s %(name)s: %(message)s")
+    worker = make_worker(args.redis, args.es, args.id, batch_size=args.batch_size, ttl=args.ttl,
+                         shutdown_timeout=args.shutdown_timeout)
+    worker.install_signal_handlers()
+    started = time.monotonic()
+    code = worker.run()
+    logging.getLogger("worker_proc").info("exit %d after %.1fs", code, time.monotonic() - started)
+    return code
+
+
+def redis_url(port: int, db: int = 1) -> str:
+    return f"redis://127.0.0.1:{port}/{db}"
+
+
+def lists_empty_but_dead(client: redis.Redis, key: str = "filebeat") -> list[str]:
+    """Names of the keys of the queue that still hold something (the dead list excepted)."""
+    left = [key] if client.llen(key) else []
+    left += [k.decode() for k in client.scan_iter(match=f"{key}:processing:*")]
+    return left
+
+
+if __name__ == "__main__":
+    sys.exit(main())
