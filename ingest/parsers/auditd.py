@@ -9,7 +9,9 @@ What a document holds
 - ``auditd.log.<key>`` for every ``key=value`` of the record, quoted (``"..."``) or not, and for the
   ``key=value`` pairs nested in ``msg='...'`` (user-space records): ``auditd.log.op``,
   ``auditd.log.acct``, ``auditd.log.addr``, ``auditd.log.res``, ``auditd.log.a0``... An unquoted value
-  runs to the next ``key=`` (``op=adding group to /etc/group id=1004`` gives ``op`` four words). A
+  runs on over the words after it that hold no ``=`` (``op=adding group to /etc/group id=1004``
+  gives ``op`` four words, as later Filebeat versions do); free text before the first pair
+  (``auditd start,``, ``avc:``) is not a field. A
   ``msg='...'`` without any ``key=value`` inside is kept as ``auditd.log.msg``. A key that appears
   twice with different values (``uid`` outside and inside ``msg``) becomes a list, first value
   first (as Filebeat does); ECS fields take the first value.
@@ -80,19 +82,19 @@ _HEADER_RE = re.compile(r"(?:node=(\S*) +)?type=(\S+)")
 _AUDIT_RE = re.compile(r" *msg=audit\((\d+)(?:\.(\d+))?:(\d+)\):?")
 
 # One scan finds every key=value. Each match consumes a whole token, so the scan never restarts in
-# the middle of a word (linear on any input). Alternatives of the value:
+# the middle of a word, and possessive quantifiers never backtrack (linear on any input). Alternatives of the value:
 #   "..."               a quoted value;
 #   '   (then key=...)   only the opening quote of a msg='...' holding key=value pairs: the pairs
 #                        inside are found by the same scan;
 #   '...'               a quoted value without key=value inside;
-#   word word...        an unquoted value, running on over the following words up to the next key=.
+#   word word...        an unquoted value, running on over the following words without "=".
 # "?", "(null)" and empty values never match (Filebeat drops them); a token that is not key=value
 # (free text, "hostname=?", the closing quote of msg) matches the last alternative: key "".
 _KV_RE = re.compile(
-    r"""([A-Za-z_][\w\[\]-]*)="""
+    r"""([A-Za-z_][\w\[\]-]*+)="""
     r"""(?!(?:\?|\(null\))(?:\s|'|$))"""
-    r"""("[^"]+"|'(?=[^']*=)|'[^']+'|[^\s"']+(?:\s+(?![\w\[\]-]+=)[^\s"']+)*)"""
-    r"""|\S+"""
+    r"""("[^"]++"|'(?=[^']*=)|'[^']++'|[^\s"']++(?:\s++[^\s"'=]++(?=[\s']|$))*+)"""
+    r"""|\S++"""
 )
 _JUNK = ("", "")
 # EXECVE arguments keep empty values ("").
@@ -317,17 +319,19 @@ def _parse_into(doc: dict[str, Any], text: str) -> None:
             log["seperms"] = avc.group(2).split()
     for key in _INT_KEYS.intersection(log):
         value = log[key]
-        if type(value) is list:
-            value = [_number(v) for v in value if v not in _UNSET_VALUES] or None
-        elif value in _UNSET_VALUES and key in _ID_KEYS:
-            value = None
-        else:
-            value = _number(value)
-        if value is None:
-            del log[key]
-            log[key + "_unset"] = True
-        else:
-            log[key] = value
+        if type(value) is str:
+            if value in _UNSET_VALUES and key in _ID_KEYS:
+                del log[key]
+                log[key + "_unset"] = True
+            elif value.isdigit():
+                log[key] = int(value)
+        else:  # a list of a repeated key
+            value = [_number(v) for v in value if v not in _UNSET_VALUES]
+            if value:
+                log[key] = value
+            else:
+                del log[key]
+                log[key + "_unset"] = True
     head.update(log)
     doc["auditd"] = {"log": head}
 
