@@ -82,18 +82,18 @@ _HEADER_RE = re.compile(r"(?:node=(\S*) +)?type=(\S+)")
 _AUDIT_RE = re.compile(r" *msg=audit\((\d+)(?:\.(\d+))?:(\d+)\):?")
 
 # One scan finds every key=value. Each match consumes a whole token, so the scan never restarts in
-# the middle of a word, and possessive quantifiers never backtrack (linear on any input). Alternatives of the value:
-#   "..."               a quoted value;
-#   '   (then key=...)   only the opening quote of a msg='...' holding key=value pairs: the pairs
-#                        inside are found by the same scan;
-#   '...'               a quoted value without key=value inside;
-#   word word...        an unquoted value, running on over the following words without "=".
-# "?", "(null)" and empty values never match (Filebeat drops them); a token that is not key=value
-# (free text, "hostname=?", the closing quote of msg) matches the last alternative: key "".
+# the middle of a word, and possessive quantifiers never backtrack (linear on any input). A value is
+#   "..."          a quoted value;
+#   '...'          a quoted value without key=value inside;
+#   word word...   an unquoted value, running on over the following words without "=".
+# "?", "(null)" and empty values never match (Filebeat drops them). The other alternatives capture
+# nothing (key ""): "key='" opening a msg='...' that holds key=value pairs (so the pairs inside are
+# found by the same scan), and any other token (free text, "hostname=?", the closing quote of msg).
 _KV_RE = re.compile(
     r"""([A-Za-z_][\w\[\]-]*+)="""
     r"""(?!(?:\?|\(null\))(?:\s|'|$))"""
-    r"""("[^"]++"|'(?=[^']*=)|'[^']++'|[^\s"']++(?:\s++[^\s"'=]++(?=[\s']|$))*+)"""
+    r"""("[^"]++"|'(?![^']*=)[^']++'|[^\s"']++(?:\s++[^\s"'=]++(?=[\s']|$))*+)"""
+    r"""|[A-Za-z_][\w\[\]-]*+='"""
     r"""|\S++"""
 )
 _JUNK = ("", "")
@@ -186,14 +186,11 @@ def _read_pairs(text: str) -> tuple[dict[str, Any], bool]:
     if "" in log:
         del log[""]
         expected -= pairs.count(_JUNK)
-    if log.get("msg") == "'":  # the opening quote of a nested msg='key=value ...'
-        del log["msg"]
-        expected -= 1
     repeated = len(log) != expected
     if repeated:  # slow path: the first value first, as Filebeat makes a list
         log = {}
         for key, value in pairs:
-            if key and not (key == "msg" and value == "'"):
+            if key:
                 old = log.get(key)
                 if old is None:
                     log[key] = value
@@ -202,18 +199,21 @@ def _read_pairs(text: str) -> tuple[dict[str, Any], bool]:
                         old.append(value)
                 elif old != value:
                     log[key] = [old, value]
+    decoded = {}
     for key in _HEX_KEYS.intersection(log):
         value = log[key]
         if type(value) is str and value[0] != '"' and value[0] != "'":
-            decoded = _unhex(value, key == "proctitle")
-            if decoded is not None:
-                log[key] = decoded
+            text_value = _unhex(value, key == "proctitle")
+            if text_value is not None:
+                decoded[key] = text_value
     if '"' in text or "'" in text:
         for key, value in log.items():
             if type(value) is list:
                 log[key] = [_unquote(v) for v in value]
             elif value[0] == '"' or value[0] == "'":
                 log[key] = _unquote(value)
+    if decoded:  # after unquoting: a decoded value may begin with a quote of its own
+        log.update(decoded)
     for key in _KEY_ALIASES.keys() & log.keys():
         log[_KEY_ALIASES[key]] = log.pop(key)
     return log, repeated

@@ -502,3 +502,17 @@ def test_random_lines_never_raise() -> None:
         assert doc["message"] == line
         assert get_path(doc, "event.dataset") == "auditd.log"
         json.dumps(doc)
+
+
+def test_decoded_value_keeps_its_own_quotes() -> None:
+    cmd = hexed('"/opt/my tool" -x')
+    doc = parse(f"type=USER_CMD msg=audit(1.0:1): pid=1 uid=0 msg='cwd=\"/\" cmd={cmd} res=success'")
+    assert doc["auditd"]["log"]["cmd"] == '"/opt/my tool" -x'
+    assert doc["process"]["args"] == ['"/opt/my', 'tool"', "-x"]
+
+
+def test_single_quoted_pairs_outside_msg() -> None:
+    doc = parse("type=X msg=audit(1.0:1): pid=1 data='a=1 b=2' note='just text'")
+    log = doc["auditd"]["log"]
+    assert log["a"] == "1" and log["b"] == "2" and log["note"] == "just text"
+    assert "data" not in log and "msg" not in log
