@@ -205,16 +205,22 @@ class PatternLibrary:
 
 
 class Grok:
-    """A compiled grok expression. ``match`` returns nested captures or ``None``."""
+    """A compiled grok expression. ``match`` returns nested captures or ``None``.
 
-    __slots__ = ("expression", "_regex", "_fields", "search")
+    ``apply`` writes a match's captures into a document; it is generated once per expression as
+    straight-line Python (one ``if`` per capture, the nesting spelled out), because this runs for
+    every line and a generic loop over paths costs several times more.
+    """
+
+    __slots__ = ("expression", "_regex", "search", "apply")
 
     def __init__(self, expression: str, compiled: Any, captures: dict[str, Capture]) -> None:
         self.expression = expression
         self._regex = compiled
         self.search = compiled.search
-        self._fields = [(name, captures[name].path, captures[name].convert)
-                        for name in compiled.groupindex if name in captures]
+        fields = [(name, captures[name].path, captures[name].convert)
+                  for name in compiled.groupindex if name in captures]
+        self.apply = _make_apply(fields)
 
     def match(self, text: str, pos: int = 0) -> dict[str, Any] | None:
         m = self.search(text, pos)
@@ -224,25 +230,35 @@ class Grok:
         self.apply(m, out)
         return out
 
-    def apply(self, m: Any, doc: dict[str, Any]) -> None:
-        """Write the captures of match ``m`` into ``doc`` (nested)."""
-        group = m.group
-        for name, path, convert in self._fields:
-            value = group(name)
-            if value is None or value == "":
-                continue
-            if convert is not None:
-                try:
-                    value = convert(value)
-                except ValueError:
-                    pass  # Logstash keeps the string when a conversion fails
-            cur = doc
-            for part in path[:-1]:
-                nxt = cur.get(part)
-                if not isinstance(nxt, dict):
-                    nxt = cur[part] = {}
-                cur = nxt
-            cur[path[-1]] = value
+
+def _convert(convert: Callable[[str], Any], value: str) -> Any:
+    try:
+        return convert(value)
+    except ValueError:
+        return value  # Logstash keeps the string when a conversion fails
+
+
+def _make_apply(fields: list[tuple[str, tuple[str, ...], Callable[[str], Any] | None]]
+                ) -> Callable[[Any, dict[str, Any]], None]:
+    """Source of ``apply(m, doc)`` for these captures; empty captures are skipped."""
+    lines = ["def apply(m, doc):", "    g = m.group"]
+    env: dict[str, Any] = {"_convert": _convert}
+    for i, (name, path, convert) in enumerate(fields):
+        lines.append(f"    v = g({name!r})")
+        lines.append("    if v:")
+        if convert is not None:
+            env[f"c{i}"] = convert
+            lines.append(f"        v = _convert(c{i}, v)")
+        target = "doc"
+        for depth, part in enumerate(path[:-1]):
+            node = f"n{depth}"
+            lines.append(f"        {node} = {target}.get({part!r})")
+            lines.append(f"        if type({node}) is not dict:")
+            lines.append(f"            {node} = {target}[{part!r}] = {{}}")
+            target = node
+        lines.append(f"        {target}[{path[-1]!r}] = v")
+    exec("\n".join(lines), env)  # noqa: S102 - generated from our own capture table only
+    return env["apply"]  # type: ignore[no-any-return]
 
 
 def default_pattern_folders() -> list[Path]:

@@ -90,3 +90,28 @@ def test_shipped_patterns_all_compile() -> None:
     resources = ParserResources()
     for kind in ("auth", "commands", "openvpn", "shell"):
         assert resources.rules(kind).rules, kind
+
+
+def test_literal_prefix_of_rules() -> None:
+    from ingest.parsers.rules import literal_prefix
+
+    assert literal_prefix("^Accepted %{WORD:m} for") == "Accepted "
+    assert literal_prefix("^error: maximum") == "error: maximum"
+    assert literal_prefix("^Invalid user ?%{USER}") == "Invalid user"  # the optional space is not required
+    assert literal_prefix("^%{PAM_SERVICE}: session") == ""
+    assert literal_prefix("Accepted") == ""  # not anchored: it may match anywhere
+
+
+def test_rules_with_a_literal_start_skip_other_lines() -> None:
+    from datetime import UTC, datetime
+
+    from ingest.parsers.base import LineContext
+    from ingest.parsers.resources import ParserResources
+    from ingest.parsers.syslog_rules import AuthParser
+
+    parser = AuthParser(ParserResources())
+    accepted = next(r for r in parser.rules.rules if r.name == "sshd_accepted")
+    assert accepted.prefix == "Accepted "
+    doc = parser.parse("May 17 15:26:00 a3 sshd[1]: Accepted password for x from 10.0.0.1 port 2 ssh2",
+                       LineContext(now=datetime(2020, 12, 31, tzinfo=UTC)))
+    assert doc["system"]["auth"]["ssh"]["event"] == "Accepted"

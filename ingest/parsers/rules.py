@@ -26,6 +26,25 @@ class Rule:
     programs: frozenset[str] | None
     set_fields: tuple[tuple[tuple[str, ...], Any], ...] = ()
     tags: tuple[str, ...] = ()
+    #: literal text every match starts with ('' if none): lines without it skip the regex
+    prefix: str = ""
+
+
+_META = set("\\[](){}.*+?|^$%")
+
+
+def literal_prefix(expression: str) -> str:
+    """The literal text an anchored (``^...``) expression must start with, for a cheap pre-check."""
+    if not expression.startswith("^"):
+        return ""
+    out = []
+    for ch in expression[1:]:
+        if ch in _META:
+            break
+        out.append(ch)
+    if out and expression[1 + len(out):][:1] in ("?", "*", "{"):  # the last literal is optional
+        out.pop()
+    return "".join(out)
 
 
 @dataclass(slots=True)
@@ -80,5 +99,6 @@ def load_rules(path: Path, library: PatternLibrary) -> RuleSet:
             programs=frozenset(p.lower() for p in programs) if programs is not None else None,
             set_fields=tuple((tuple(k.split(".")), v) for k, v in set_fields.items()),
             tags=tuple(raw.get("tags", ())),
+            prefix=literal_prefix(raw["match"]),
         ))
     return RuleSet(str(path), header, rules)

@@ -41,6 +41,8 @@ class RulesParser(Parser):
             body = line[m.end():]
             program = doc["process"]["name"]
         for rule in self.rules.candidates(program):
+            if rule.prefix and not body.startswith(rule.prefix):
+                continue
             m = rule.grok.search(body)
             if m is None:
                 continue
