@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {args.id} %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("elastic_transport").setLevel(logging.WARNING)
     worker = make_worker(args.redis, args.es, args.id, batch_size=args.batch_size, ttl=args.ttl,
                          shutdown_timeout=args.shutdown_timeout)
     worker.install_signal_handlers()
