@@ -626,7 +626,8 @@ class _Handler(BaseHTTPRequestHandler):
         """Write the answer unless a fault says otherwise (``record.status`` stays None then)."""
         double = self.double
         delay = double._take_fault("delay", path)
-        drop = double._take_fault("drop", path, when=("after_apply", "mid_response"))
+        # "after_apply" means a write happened: such drops wait for a request that was answered 2xx
+        drop = double._take_fault("drop", path, when=("after_apply", "mid_response")) if status < 300 else None
         if delay is not None and double._stopping.wait(delay.seconds):
             self._drop()  # the double went down while this answer was delayed
             return

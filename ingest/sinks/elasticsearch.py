@@ -1,0 +1,380 @@
+"""The Elasticsearch bulk sink: one ``_bulk`` request of ``create`` actions per batch, retried until
+every item is stored or refused for good.
+
+Why it is safe to resend: every action is a ``create`` with a deterministic ``_id``, so a document
+that Elasticsearch already stored (the answer was lost, the connection dropped after the write)
+comes back as item status 409, which counts as done. So:
+
+* per item: 2xx and 409 are done; 429 and 5xx are retried (only those items); any other status
+  (400 mapping errors, 404, 403 ...) is returned as :class:`~ingest.model.Rejected` for the
+  dead-letter store;
+* per request: 429/5xx answers, timeouts, refused or dropped connections and unreadable answers
+  mean "resend everything not yet confirmed", after a capped exponential backoff with full jitter,
+  until it works, or until ``stop`` is set (or ``max_retries`` is used up): then
+  :class:`~ingest.errors.SinkUnavailable` is raised and the caller gives the batch back unacked;
+* 413 (request too large) halves the request until it fits; one document that alone is too large
+  is rejected.
+
+The official client's own retries are switched off (:func:`build_client`) so this loop owns them.
+Logging: one warning when a kind of failure starts, one info line when it is over (no line per
+attempt). Counters are in :attr:`ElasticsearchSink.stats` for the worker's metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from elastic_transport import ConnectionError as TransportConnectionError
+from elastic_transport import ConnectionTimeout, TransportError
+from elasticsearch import ApiError, Elasticsearch
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from ingest.errors import SinkUnavailable
+from ingest.model import IndexAction, Rejected
+from ingest.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+_REASON_LIMIT = 300  # characters of Elasticsearch's reason kept in a Rejected
+
+
+class ElasticsearchConfig(BaseModel):
+    """Where and how to write documents (environment prefix ``AUDIT_INGEST_ELASTICSEARCH__``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hosts: list[str] = Field(default_factory=lambda: ["http://localhost:9200"],
+                             description="Elasticsearch URLs (http:// or https://), without credentials.")
+    username: str | None = Field(default=None, description="User for basic authentication (with password).")
+    password: SecretStr | None = Field(default=None, description="Password for basic authentication; never logged.")
+    api_key: SecretStr | None = Field(default=None, description="API key ('id:key' or the encoded form) instead of a "
+                                                        "user; never logged.")
+    ca_certs: Path | None = Field(default=None, description="PEM file of the CA that signed the cluster's certificate.")
+    verify_certs: bool = Field(default=True, description="Verify the cluster's TLS certificate (https hosts).")
+    request_timeout: timedelta = Field(default=timedelta(seconds=30), description="Time allowed for one bulk request.")
+    max_retries: int | None = Field(default=None, ge=0,
+                                    description="Retries of one batch before it is given back to Redis "
+                                                "(SinkUnavailable); unset: retry until it works or the worker stops.")
+    backoff_initial: timedelta = Field(default=timedelta(milliseconds=500),
+                                       description="Cap of the first wait before a retry (full jitter: a random "
+                                                   "wait up to the cap, which doubles on every retry).")
+    backoff_max: timedelta = Field(default=timedelta(seconds=30), description="Largest cap of the wait between retries.")
+    index_prefix: str = Field(default="audit-", description="Daily indices are <prefix>YYYY.MM.DD (UTC date of "
+                                                    "@timestamp).")
+    http_compress: bool = Field(default=False, description="Gzip request bodies (less network, more CPU).")
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, hosts: list[str]) -> list[str]:
+        if not hosts:
+            raise ValueError("at least one host is needed")
+        for host in hosts:
+            if not host.startswith(("http://", "https://")):
+                raise ValueError(f"{host!r}: a host is a URL starting with http:// or https://")
+            if "@" in host.split("//", 1)[1].split("/", 1)[0]:
+                raise ValueError("put credentials in username/password or api_key, not in the host URL")
+        return hosts
+
+    @field_validator("index_prefix")
+    @classmethod
+    def _prefix(cls, prefix: str) -> str:
+        if prefix != prefix.lower() or any(c in prefix for c in '\\/*?"<>| ,#:') or prefix[:1] in ("_", "-", "+"):
+            raise ValueError(f"{prefix!r} cannot start an index name (lowercase, no \\/*?\"<>| ,#:, "
+                             "not starting with _ - +)")
+        return prefix
+
+    @model_validator(mode="after")
+    def _credentials(self) -> ElasticsearchConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        if self.api_key is not None and self.username is not None:
+            raise ValueError("use either api_key or username/password, not both")
+        if self.backoff_initial <= timedelta(0) or self.backoff_max < self.backoff_initial:
+            raise ValueError("need 0 < backoff_initial <= backoff_max")
+        return self
+
+
+def build_client(cfg: ElasticsearchConfig) -> Elasticsearch:
+    """The official client for ``cfg``, with its own retries off (the sink retries)."""
+    kwargs: dict[str, Any] = {
+        "hosts": cfg.hosts,
+        "request_timeout": cfg.request_timeout.total_seconds(),
+        "max_retries": 0,
+        "retry_on_timeout": False,
+        "retry_on_status": (),
+        "http_compress": cfg.http_compress,
+    }
+    try:  # answers parsed with orjson: the bulk answer has one object per document
+        from elasticsearch.serializer import OrjsonSerializer
+
+        kwargs["serializers"] = {"application/json": OrjsonSerializer()}
+    except ImportError:  # pragma: no cover - orjson is a dependency
+        pass
+    if any(h.startswith("https://") for h in cfg.hosts):
+        kwargs["verify_certs"] = cfg.verify_certs
+        if cfg.ca_certs is not None:
+            kwargs["ca_certs"] = str(cfg.ca_certs)
+    if cfg.username is not None and cfg.password is not None:
+        kwargs["basic_auth"] = (cfg.username, cfg.password.get_secret_value())
+    if cfg.api_key is not None:
+        kwargs["api_key"] = cfg.api_key.get_secret_value()
+    return Elasticsearch(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Index names
+# ---------------------------------------------------------------------------------------------
+
+_DAYS: dict[tuple[int, int, int], str] = {}
+
+
+def parse_index_day(timestamp: object) -> str | None:
+    """``YYYY.MM.DD`` of the UTC date of an ISO 8601 ``@timestamp`` (a number is epoch
+    milliseconds; no zone means UTC, as Logstash's ``@timestamp`` always is); None if unusable."""
+    try:
+        if isinstance(timestamp, str):
+            dt = datetime.fromisoformat(timestamp)
+            if dt.tzinfo is not None and dt.utcoffset():
+                dt = dt.astimezone(UTC)
+        elif isinstance(timestamp, int | float) and not isinstance(timestamp, bool):
+            dt = datetime.fromtimestamp(timestamp / 1000, UTC)
+        else:
+            return None
+    except (ValueError, OverflowError, OSError):
+        return None
+    key = (dt.year, dt.month, dt.day)
+    day = _DAYS.get(key)
+    if day is None:
+        if len(_DAYS) > 10_000:
+            _DAYS.clear()
+        day = _DAYS[key] = f"{dt.year:04d}.{dt.month:02d}.{dt.day:02d}"
+    return day
+
+
+def index_for(timestamp: object, prefix: str = "audit-", *,
+              now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> str:
+    """``<prefix>YYYY.MM.DD`` for a document's ``@timestamp`` (UTC date, Logstash's semantics).
+
+    A missing or unparsable timestamp gives today's (UTC) index: the document is still stored,
+    where a search for "now" finds it. Callers that want to tag such documents check
+    ``parse_index_day(ts) is None`` first.
+    """
+    day = parse_index_day(timestamp)
+    if day is None:
+        today = now()
+        day = f"{today.year:04d}.{today.month:02d}.{today.day:02d}"
+    return prefix + day
+
+
+# ---------------------------------------------------------------------------------------------
+# The sink
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SinkStats:
+    """Counters since start; ``listener(name, n)`` (if set) sees every increment, for metrics."""
+
+    requests: int = 0  # bulk requests sent
+    request_failures: int = 0  # whole requests that failed (status, timeout, connection)
+    retries: int = 0  # waits before resending
+    items_indexed: int = 0  # created
+    items_conflict: int = 0  # 409: already stored (a redelivered event)
+    items_rejected: int = 0  # refused for good, returned as Rejected
+    items_retried: int = 0  # item-level 429/5xx resent
+    failures_by_kind: Counter[str] = field(default_factory=Counter)
+    listener: Callable[[str, int], None] | None = None
+
+    def add(self, name: str, n: int = 1) -> None:
+        setattr(self, name, getattr(self, name) + n)
+        if self.listener is not None:
+            self.listener(name, n)
+
+
+class ElasticsearchSink(Sink):
+    """Bulk-indexes batches of :class:`IndexAction` with ``create``; see the module docstring.
+
+    ``sleep`` defaults to waiting on ``stop`` (so a stop cuts a backoff short), ``rng`` draws the
+    jitter; tests pass their own to avoid real waiting.
+    """
+
+    def __init__(self, client: Elasticsearch, cfg: ElasticsearchConfig | None = None, *,
+                 stop: threading.Event | None = None, sleep: Callable[[float], object] | None = None,
+                 rng: random.Random | None = None) -> None:
+        self._client = client
+        self._cfg = cfg or ElasticsearchConfig()
+        self._stop = stop
+        self._sleep = sleep or (stop.wait if stop is not None else time.sleep)
+        self._rng = rng or random.Random()
+        self._initial = self._cfg.backoff_initial.total_seconds()
+        self._max = self._cfg.backoff_max.total_seconds()
+        self._failing: Counter[str] = Counter()  # failure kinds logged and not yet over
+        self.stats = SinkStats()
+
+    # -- the hook ---------------------------------------------------------------------------
+
+    def write_batch(self, actions: list[IndexAction]) -> list[Rejected]:
+        rejected: dict[int, Rejected] = {}
+        lines: list[bytes] = []
+        pending: list[int] = []
+        for i, action in enumerate(actions):
+            try:
+                lines.append(_encode(action))
+                pending.append(i)
+            except (orjson.JSONEncodeError, TypeError) as e:
+                lines.append(b"")
+                rejected[i] = Rejected(action, 0, "serialization_error", f"document cannot be encoded as JSON: {e}")
+        chunk = max(1, len(pending))
+        attempt = 0
+        while pending:
+            retry: list[int] = []
+            must_wait = False  # False when the only problem was size: resend smaller at once
+            for part in [pending[start:start + chunk] for start in range(0, len(pending), chunk)]:
+                before = len(retry)
+                if self._send(part, lines, actions, retry, rejected) != "too_large":
+                    must_wait = must_wait or len(retry) > before
+                elif len(part) == 1:
+                    rejected[part[0]] = Rejected(actions[part[0]], 413, "request_entity_too_large",
+                                                 "the document alone exceeds http.max_content_length")
+                    self.stats.add("items_rejected")
+                else:
+                    chunk = max(1, min(chunk, len(part)) // 2)
+                    retry.extend(part)
+            pending = sorted(retry)
+            if pending and must_wait:
+                attempt = self._wait(attempt, len(pending), len(actions))
+        if self._failing:
+            log.info("Elasticsearch bulk working again (after %s)",
+                     ", ".join(f"{k} x{n}" for k, n in sorted(self._failing.items())))
+            self._failing.clear()
+        return [rejected[i] for i in sorted(rejected)]
+
+    # -- one request ------------------------------------------------------------------------
+
+    def _send(self, part: list[int], lines: list[bytes], actions: list[IndexAction],
+              retry: list[int], rejected: dict[int, Rejected]) -> str:
+        """One bulk request for ``part``; returns "" (answered), "too_large", or the failure kind
+        of a whole-request failure (then all of ``part`` is in ``retry``)."""
+        self.stats.add("requests")
+        try:
+            body = b"".join([lines[i] for i in part])  # the client sends bytes as they are
+            answer = self._client.bulk(operations=body).body  # type: ignore[arg-type]
+        except ApiError as e:
+            code = e.meta.status
+            if code == 413:
+                return "too_large"
+            return self._request_failed(part, retry, f"http_{code}", f"{code} {_error_type(e.body)}")
+        except ConnectionTimeout as e:
+            return self._request_failed(part, retry, "timeout", _short(e))
+        except TransportConnectionError as e:
+            return self._request_failed(part, retry, "connection", _short(e))
+        except TransportError as e:  # e.g. an answer that is not JSON
+            return self._request_failed(part, retry, "bad_answer", _short(e))
+        items = answer.get("items") if isinstance(answer, dict) else None
+        if not isinstance(items, list) or len(items) != len(part):
+            got = len(items) if isinstance(items, list) else "no"
+            return self._request_failed(part, retry, "bad_answer", f"{got} items for {len(part)} actions")
+        if answer.get("errors") is False:
+            self.stats.add("items_indexed", len(part))
+            return ""
+        item_failures: Counter[str] = Counter()
+        first_reason: dict[str, str] = {}
+        indexed = conflicts = 0
+        for i, item in zip(part, items, strict=True):
+            result: dict[str, Any] = next(iter(item.values()), {}) if isinstance(item, dict) else {}
+            if not isinstance(result, dict):
+                result = {}
+            status = result.get("status")
+            if not isinstance(status, int):
+                retry.append(i)
+                item_failures["item_bad_answer"] += 1
+            elif 200 <= status < 300:
+                indexed += 1
+            elif status == 409:
+                conflicts += 1
+            elif status == 429 or status >= 500:
+                retry.append(i)
+                kind = f"item_{status}"
+                item_failures[kind] += 1
+                first_reason.setdefault(kind, _error_text(result.get("error")))
+            else:
+                error = result.get("error")
+                if not isinstance(error, dict):
+                    error = {}
+                rejected[i] = Rejected(actions[i], status, str(error.get("type", "unknown")),
+                                       str(error.get("reason", ""))[:_REASON_LIMIT])
+                self.stats.add("items_rejected")
+        self.stats.add("items_indexed", indexed)
+        if conflicts:
+            self.stats.add("items_conflict", conflicts)
+        for kind, n in item_failures.items():
+            self.stats.add("items_retried", n)
+            self.stats.failures_by_kind[kind] += n
+            self._note(kind, f"{n} of {len(part)} items: {first_reason.get(kind, '')}")
+        return ""
+
+    def _request_failed(self, part: list[int], retry: list[int], kind: str, detail: str) -> str:
+        retry.extend(part)
+        self.stats.add("request_failures")
+        self.stats.failures_by_kind[kind] += 1
+        self._note(kind, detail)
+        return kind
+
+    def _note(self, kind: str, detail: str) -> None:
+        if kind not in self._failing:
+            log.warning("Elasticsearch bulk: %s (%s); retrying with backoff, nothing is dropped", kind, detail)
+        self._failing[kind] += 1
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    def _wait(self, attempt: int, pending: int, total: int) -> int:
+        """Back off before resending; raises SinkUnavailable if told to stop or out of retries."""
+        self._check_stop(pending, total)
+        if self._cfg.max_retries is not None and attempt >= self._cfg.max_retries:
+            raise SinkUnavailable(f"Elasticsearch did not confirm {pending} of {total} documents after "
+                                  f"{attempt} retries ({self._failure_summary()})")
+        cap = min(self._max, self._initial * (2 ** min(attempt, 62)))
+        self.stats.add("retries")
+        self._sleep(self._rng.uniform(0, cap))
+        self._check_stop(pending, total)
+        return attempt + 1
+
+    def _check_stop(self, pending: int, total: int) -> None:
+        if self._stop is not None and self._stop.is_set():
+            raise SinkUnavailable(f"stopping with {pending} of {total} documents not confirmed by Elasticsearch "
+                                  f"({self._failure_summary()})")
+
+    def _failure_summary(self) -> str:
+        return ", ".join(f"{k} x{n}" for k, n in sorted(self._failing.items())) or "no answer"
+
+
+def _encode(action: IndexAction) -> bytes:
+    """The two NDJSON lines of one ``create`` action."""
+    return b"".join((b'{"create":{"_index":', orjson.dumps(action.index), b',"_id":', orjson.dumps(action.id),
+                     b"}}\n", orjson.dumps(action.doc), b"\n"))
+
+
+def _error_type(body: Any) -> str:
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return str(body["error"].get("type", ""))
+    return str(body)[:80]
+
+
+def _error_text(error: Any) -> str:
+    if isinstance(error, dict):
+        return f"{error.get('type', '')}: {str(error.get('reason', ''))[:120]}"
+    return str(error)[:120]
+
+
+def _short(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e)[:160]}"
