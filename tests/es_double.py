@@ -692,6 +692,8 @@ class ESDouble:
         self.writes: list[Write] = []
         self.record_bodies = record_bodies
         self.internal_errors: list[Exception] = []
+        #: False skips mapping checks and dynamic mapping (benchmarks: measure the sink, not the double)
+        self.check_mappings = True
         self._port = port
         self._auth = auth
         self._api_key = api_key
@@ -1180,7 +1182,8 @@ class ESDouble:
                                f"[{existing.version}])", index_uuid=index.uuid, shard="0", index=index.name)
         mapper = _Mapper(index, doc_id, cluster.parsing_error_type)
         try:
-            mapper.walk(source, "")
+            if self.check_mappings:
+                mapper.walk(source, "")
             for rule in cluster.rules:
                 verdict = rule(index.name, doc_id, source)
                 if isinstance(verdict, str):

@@ -388,3 +388,12 @@ def test_down_then_up_on_the_same_port(es: ESDouble) -> None:
     assert es.port == port
     assert c.bulk(operations=ops(("b", {})))["errors"] is False
     assert sorted(es.count_by_id()) == ["a", "b"]  # data survived the outage
+
+
+def test_mapping_checks_can_be_switched_off_for_benchmarks(es: ESDouble) -> None:
+    c = client(es)
+    c.indices.put_index_template(name="audit", **TEMPLATE)
+    es.check_mappings = False
+    assert c.bulk(operations=ops(("a", {"n": "x"})))["items"][0]["create"]["status"] == 201
+    es.check_mappings = True
+    assert c.bulk(operations=ops(("b", {"n": "x"})))["items"][0]["create"]["status"] == 400
