@@ -11,8 +11,9 @@ What a document holds
   ``auditd.log.acct``, ``auditd.log.addr``, ``auditd.log.res``, ``auditd.log.a0``... An unquoted value
   runs on over the words after it that hold no ``=`` (``op=adding group to /etc/group id=1004``
   gives ``op`` four words, as later Filebeat versions do); free text before the first pair
-  (``auditd start,``, ``avc:``) is not a field. A
-  ``msg='...'`` without any ``key=value`` inside is kept as ``auditd.log.msg``. A key that appears
+  (``auditd start,``, ``avc:``) is not a field. A single-quoted value holding ``key=value`` pairs
+  (``msg='...'``) gives those pairs, not itself; one without (``msg='Unknown user'``) is kept as
+  ``auditd.log.msg``. A key that appears
   twice with different values (``uid`` outside and inside ``msg``) becomes a list, first value
   first (as Filebeat does); ECS fields take the first value.
 - Values ``?``, ``(null)`` and empty are left out, as Filebeat does (``key=(null)`` gives no
@@ -36,7 +37,7 @@ What a document holds
   then writes it unquoted. An unquoted value of an even number of hex digits is decoded in the
   string fields auditd encodes (``_HEX_KEYS``: ``exe cmd acct comm cwd name path data old new
   proctitle``...) when the decoded bytes hold such a character (so ``old=64`` of CONFIG_CHANGE and
-  ``comm=cafe``-like values stay as they are); EXECVE arguments ``aN`` (and ``aN[i]`` chunks) and
+  ``name=6162`` stay as they are: auditd would have quoted them); EXECVE arguments ``aN`` (and ``aN[i]`` chunks) and
   ``proctitle`` are always decoded. Bytes that are not UTF-8 are kept as ``\\xNN``.
 - ECS: ``process.pid ppid`` (int), ``process.name`` (comm), ``process.executable`` (exe),
   ``process.working_directory`` (cwd), ``process.title`` (proctitle, NULs as spaces),
