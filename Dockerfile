@@ -1,0 +1,42 @@
+# syntax=docker/dockerfile:1
+# audit-ingest worker image: `audit-ingest run` (default), `setup`, `parse`.
+#   docker build -t audit-ingest .
+# GeoIP databases are not in the image: mount them (see docker-compose.yml, /usr/share/GeoIP).
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+RUN python -m venv /opt/audit-ingest
+WORKDIR /src
+# Dependencies first (cached while only the code changes), then the package itself.
+COPY pyproject.toml README.md ./
+COPY ingest ./ingest
+COPY patterns ./patterns
+RUN /opt/audit-ingest/bin/pip install --upgrade pip \
+ && /opt/audit-ingest/bin/pip install . \
+ && test -d /opt/audit-ingest/share/audit-ingest/patterns
+
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="audit-ingest" \
+      org.opencontainers.image.description="Filebeat events from Redis, parsed and enriched, into Elasticsearch" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV PATH=/opt/audit-ingest/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    AUDIT_INGEST_PATTERNS_DIR=/app/patterns \
+    AUDIT_INGEST_KIBANA__OBJECTS_DIR=/app/kibana
+RUN groupadd --system --gid 10001 audit \
+ && useradd --system --uid 10001 --gid audit --home-dir /app --shell /usr/sbin/nologin audit \
+ && mkdir -p /usr/share/GeoIP /etc/audit-ingest
+COPY --from=build /opt/audit-ingest /opt/audit-ingest
+# The pattern files are also in the wheel's shared data (/opt/audit-ingest/share/audit-ingest/patterns);
+# this copy is the one AUDIT_INGEST_PATTERNS_DIR names, so users can mount their own over it.
+COPY --chown=root:root patterns /app/patterns
+COPY --chown=root:root kibana /app/kibana
+WORKDIR /app
+USER 10001:10001
+# Prometheus metrics of `run`.
+EXPOSE 9108
+ENTRYPOINT ["audit-ingest"]
+CMD ["run"]
