@@ -105,7 +105,13 @@ class ElasticsearchConfig(BaseModel):
 
 
 def build_client(cfg: ElasticsearchConfig) -> Elasticsearch:
-    """The official client for ``cfg``, with its own retries off (the sink retries)."""
+    """The official client for ``cfg``, with its own retries off (the sink retries).
+
+    Also quiets the transport's per-request lines (INFO per request, WARNING per failed attempt
+    from the node pool): the sink logs one line per kind of failure instead.
+    """
+    logging.getLogger("elastic_transport.transport").setLevel(logging.WARNING)
+    logging.getLogger("elastic_transport.node_pool").setLevel(logging.ERROR)
     kwargs: dict[str, Any] = {
         "hosts": cfg.hosts,
         "request_timeout": cfg.request_timeout.total_seconds(),
