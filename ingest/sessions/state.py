@@ -116,12 +116,15 @@ def _login(state: State, mark: Mark, now: int, out: Outcome) -> None:
     if opened is not None and opened["ts"] > mark.ts:
         later.append(opened["ts"])
     next_login = min(later) if later else None
-    for i, orphan in enumerate(state["orph"]):
-        if orphan["ts"] >= mark.ts and (next_login is None or orphan["ts"] < next_login):
-            del state["orph"][i]
-            out.counts["paired_orphan"] += 1
-            _close(state, mark.kind, mark.key, login, orphan, end_reason(orphan["a"]), orphan["ts"], now, out)
-            return
+    mine = [o for o in state["orph"] if o["ts"] >= mark.ts and (next_login is None or o["ts"] < next_login)]
+    if mine:
+        # The earliest closes the session; the others are its other logout lines (sshd writes two).
+        state["orph"] = [o for o in state["orph"] if o not in mine]
+        out.counts["paired_orphan"] += 1
+        out.counts["extra_logout"] += len(mine) - 1
+        orphan = mine[0]
+        _close(state, mark.kind, mark.key, login, orphan, end_reason(orphan["a"]), orphan["ts"], now, out)
+        return
     if next_login is not None:
         # A late login older than one already known on this key (PID reused): its session ended
         # before the newer one began, when exactly is unknown.

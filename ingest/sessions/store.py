@@ -142,6 +142,8 @@ class RedisSessionStore(SessionStore):
         super().__init__(config or SessionConfig())
         self.client = client
         self.prefix = self.config.key_prefix
+        #: Transactions rerun because another worker changed one of their keys meanwhile.
+        self.conflicts = 0
 
     def _k(self, key: str) -> str:
         return f"{self.prefix}k:{key}"
@@ -172,6 +174,7 @@ class RedisSessionStore(SessionStore):
                             pipe.zcard(self._ix(index))
                         replies = pipe.execute()
                     except redis.WatchError:
+                        self.conflicts += 1
                         continue
                 return result, Sizes(*replies[-3:])
         except (redis.ConnectionError, redis.TimeoutError) as e:

@@ -123,6 +123,16 @@ def test_two_logout_lines_close_once_and_leave_no_orphan(new_pairer: Factory) ->
     assert doc["session"]["duration_s"] == 30.0
 
 
+def test_two_logout_lines_before_the_login_leave_no_orphan(new_pairer: Factory) -> None:
+    p = new_pairer()
+    assert p.process_batch([ssh_logout(z(D, "15:40:00"), 11902),
+                            ssh_logout(z(D, "15:40:00"), 11902, action="ssh_disconnect")]) == []
+    _, doc = only(p.process_batch([ssh_login(z(D, "15:30:11"), 11902)]))
+    assert doc["session"]["end_reason"] == "logout"
+    assert p.store.oldest("orph", 10) == []
+    assert p.counts["extra_logout"] == 1
+
+
 def test_second_logout_line_in_a_later_batch_is_absorbed(new_pairer: Factory) -> None:
     p = new_pairer()
     only(p.process_batch([ssh_login(z(D, "15:30:11"), 11902), ssh_logout(z(D, "15:40:00"), 11902, action="ssh_disconnect")]))
