@@ -49,6 +49,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sessions", action="store_true", help="do not pair logins and logouts")
     p.add_argument("--bulk", action="store_true", help="print Elasticsearch _bulk NDJSON (create action + document)")
     p.set_defaults(func=cmd_parse)
+
+    p = sub.add_parser("run", help="the worker: Filebeat events from Redis into Elasticsearch (SIGTERM to stop)")
+    _common(p)
+    p.add_argument("--skip-template-check", action="store_true",
+                   help="start even if the index template is missing (documents then get dynamic mappings)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("setup", help="install the index template, the retention policy and the Kibana objects")
+    _common(p)
+    p.add_argument("--no-kibana", action="store_true", help="only Elasticsearch (template, ILM)")
+    p.set_defaults(func=cmd_setup)
+
+    p = sub.add_parser("dlq", help="the dead-letter list: count and reasons, entries, or replay them")
+    _common(p)
+    p.add_argument("--list", type=int, metavar="N", help="print the first N entries (JSON lines)")
+    p.add_argument("--replay", nargs="?", const=-1, type=int, metavar="N",
+                   help="put entries (all, or the first N) back on the main list to be processed again")
+    p.set_defaults(func=cmd_dlq)
     return parser
 
 
@@ -119,6 +137,91 @@ def cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
             log.warning("dead letter (%s/%s): %s", dead.stage, dead.error_code, dead.reason)
     out.flush()
     log.info("%(documents)d documents, %(sessions)d sessions, %(dead)d dead letters", counts)
+    return 0
+
+
+def _template_present(settings: Settings) -> bool | None:
+    """True/False if Elasticsearch answered, None if it could not be asked (it may still be starting)."""
+    from ingest.setup.template import template_name
+    from ingest.sinks.elasticsearch import build_client
+
+    client = build_client(settings.elasticsearch)
+    try:
+        return bool(client.indices.exists_index_template(name=template_name(settings.index.prefix)))
+    except Exception as e:  # connection refused, auth...: the worker waits for Elasticsearch anyway
+        log.warning("could not check the index template (%s): %s", type(e).__name__, str(e)[:120])
+        return None
+    finally:
+        client.close()
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.worker import build_worker
+
+    if not args.skip_template_check and _template_present(settings) is False:
+        log.error("the index template for %s* is not installed: run `audit-ingest setup` first "
+                  "(or start with --skip-template-check)", settings.index.prefix)
+        return 2
+    worker, close = build_worker(settings)
+    try:
+        worker.install_signal_handlers()
+        return worker.run()
+    finally:
+        close()
+
+
+def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.setup.kibana import import_saved_objects, ndjson_files
+    from ingest.setup.template import build_setup, install
+    from ingest.sinks.elasticsearch import build_client
+
+    bodies = build_setup(settings.index.prefix, settings.index.retention_days)
+    client = build_client(settings.elasticsearch)
+    try:
+        install(client, bodies)
+    finally:
+        client.close()
+    log.info("index template %s installed%s", bodies.template_name,
+             f", retention policy {bodies.policy_name}" if bodies.policy_name else "")
+    k = settings.kibana
+    if args.no_kibana or not k.url:
+        if not args.no_kibana:
+            log.info("kibana.url not set: Kibana objects not imported")
+        return 0
+    folder = k.objects_dir or _kibana_dir()
+    result = import_saved_objects(
+        k.url, ndjson_files(folder), username=k.username,
+        password=k.password.get_secret_value() if k.password else None,
+        api_key=k.api_key.get_secret_value() if k.api_key else None, space=k.space,
+        ca_certs=k.ca_certs, verify=k.verify_certs, ready_timeout=k.ready_timeout.total_seconds())
+    log.info("Kibana: %d saved objects imported from %s", result.success_count, folder)
+    return 0
+
+
+def _kibana_dir() -> Path:
+    import sys as _sys
+
+    repo = Path(__file__).resolve().parent.parent / "kibana"
+    return repo if repo.is_dir() else Path(_sys.prefix) / "share" / "audit-ingest" / "kibana"
+
+
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.deadletter import DeadLetterStore
+
+    r = settings.redis
+    client = r.client()
+    store = DeadLetterStore(client, settings.deadletter.key_for(r.key), main_key=r.key, worker="cli")
+    try:
+        if args.replay is not None:
+            moved = store.replay(None if args.replay < 0 else args.replay)
+            print(f"{moved} dead letters put back on {r.key}")
+        elif args.list is not None:
+            for entry in store.list(args.list):
+                print(orjson.dumps(entry).decode())
+        else:
+            print(orjson.dumps(store.summary(), option=orjson.OPT_INDENT_2).decode())
+    finally:
+        client.close()
     return 0
 
 

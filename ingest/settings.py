@@ -15,11 +15,18 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from pydantic import SecretStr
+
+from ingest.deadletter import DeadLetterConfig
 from ingest.enrich.geoip import GeoIpConfig
 from ingest.enrich.keys import KeyOwnerConfig
 from ingest.errors import ConfigError
+from ingest.metrics import MetricsConfig
 from ingest.route import RoutingConfig
 from ingest.sessions import SessionConfig
+from ingest.sinks.elasticsearch import ElasticsearchConfig
+from ingest.sources.redis_list import RedisSourceConfig
+from ingest.worker import WorkerConfig
 from ingest.timestamps import zone
 
 ENV_PREFIX = "AUDIT_INGEST_"
@@ -65,6 +72,23 @@ class IndexConfig(BaseModel):
                                                                "deleting indices this many days old.")
 
 
+class KibanaConfig(BaseModel):
+    """Where `audit-ingest setup` imports the saved objects of kibana/."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(None, description="Kibana base URL, e.g. http://localhost:5601; unset: no import.")
+    username: str | None = Field(None, description="Basic-auth user (e.g. elastic).")
+    password: SecretStr | None = Field(None, description="Basic-auth password.")
+    api_key: SecretStr | None = Field(None, description="API key (base64 id:key) instead of a user.")
+    ca_certs: Path | None = Field(None, description="CA certificate for an https URL.")
+    verify_certs: bool = Field(True, description="Verify Kibana's TLS certificate.")
+    space: str | None = Field(None, description="Kibana space to import into (default space if unset).")
+    objects_dir: Path | None = Field(None, description="Folder of *.ndjson saved objects "
+                                                      "(default: the repository's or installed kibana/).")
+    ready_timeout: timedelta = Field(timedelta(minutes=2), description="How long to wait for Kibana to start.")
+
+
 class Settings(BaseSettings):
     """The whole configuration of `audit-ingest run`, `parse` and `setup`."""
 
@@ -77,6 +101,12 @@ class Settings(BaseSettings):
     geoip: GeoIpConfig = Field(default_factory=GeoIpConfig)
     keys: KeyOwnerConfig = Field(default_factory=KeyOwnerConfig)
     sessions: SessionConfig = Field(default_factory=SessionConfig)
+    redis: RedisSourceConfig = Field(default_factory=RedisSourceConfig)
+    deadletter: DeadLetterConfig = Field(default_factory=DeadLetterConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    elasticsearch: ElasticsearchConfig = Field(default_factory=ElasticsearchConfig)
+    kibana: KibanaConfig = Field(default_factory=KibanaConfig)
 
     _config_file: Path | None = None
 

@@ -1,0 +1,96 @@
+"""`audit-ingest setup`, `run` and `dlq` as a user runs them, against the Elasticsearch and Kibana
+doubles and a real Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import orjson
+import pytest
+import redis
+
+from ingest.cli import main
+from tests.es_double import ESDouble, es_double  # noqa: F401  (fixture)
+from tests.kibana_double import KibanaDouble
+from tests.redis_server import RedisServer
+
+SAMPLES = "tests/data/samples"
+
+
+def test_setup_installs_template_policy_and_kibana_objects(es_double: ESDouble,  # noqa: F811
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    with KibanaDouble(username="elastic", password="s3cret") as kibana:
+        monkeypatch.setenv("AUDIT_INGEST_ELASTICSEARCH__HOSTS", f'["{es_double.url}"]')
+        monkeypatch.setenv("AUDIT_INGEST_INDEX__RETENTION_DAYS", "400")
+        monkeypatch.setenv("AUDIT_INGEST_KIBANA__URL", kibana.url)
+        monkeypatch.setenv("AUDIT_INGEST_KIBANA__USERNAME", "elastic")
+        monkeypatch.setenv("AUDIT_INGEST_KIBANA__PASSWORD", "s3cret")
+        assert main(["setup"]) == 0
+        objects = kibana.objects()
+    from ingest.setup.template import policy_name, template_name
+
+    template = es_double.cluster.templates[template_name("audit-")]["body"]
+    assert template["index_patterns"] == ["audit-*"]
+    assert template["template"]["settings"]["index.lifecycle.name"] == policy_name("audit-")
+    assert policy_name("audit-") in es_double.cluster.policies
+    types = {t for t, _ in objects}
+    assert {"dashboard", "index-pattern", "search"} <= types
+
+
+def test_run_refuses_to_start_without_the_template(es_double: ESDouble, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("AUDIT_INGEST_ELASTICSEARCH__HOSTS", f'["{es_double.url}"]')
+    monkeypatch.setenv("AUDIT_INGEST_METRICS__ENABLED", "false")
+    assert main(["run"]) == 2
+    assert "audit-ingest setup" in caplog.text
+
+
+def test_run_indexes_filebeat_events_and_dlq_replays(es_double: ESDouble, redis_server: RedisServer,  # noqa: F811
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"redis://127.0.0.1:{redis_server.port}/3"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    monkeypatch.setenv("AUDIT_INGEST_REDIS__URL", url)
+    monkeypatch.setenv("AUDIT_INGEST_ELASTICSEARCH__HOSTS", f'["{es_double.url}"]')
+    monkeypatch.setenv("AUDIT_INGEST_METRICS__ENABLED", "false")
+    monkeypatch.setenv("AUDIT_INGEST_GEOIP__CITY_DATABASE", "tests/data/geoip/GeoIP2-City-Test.mmdb")
+    monkeypatch.setenv("AUDIT_INGEST_GEOIP__ASN_DATABASE", "tests/data/geoip/GeoLite2-ASN-Test.mmdb")
+    monkeypatch.setenv("AUDIT_INGEST_KEYS__AUTHORIZED_KEYS", '["tests/data/keys/authorized_keys"]')
+    assert main(["setup", "--no-kibana"]) == 0
+    events = open(f"{SAMPLES}/filebeat-events.ndjson", "rb").read().splitlines()
+    client.rpush("filebeat", *events)
+
+    from ingest.settings import load_settings
+    from ingest.worker import build_worker
+
+    worker, close = build_worker(load_settings())
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while (client.llen("filebeat") or client.llen("filebeat:dead") < 2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        worker.stop()
+        thread.join(30)
+        close()
+    docs = [d["_source"] for d in es_double.docs("audit-*")]
+    assert len(docs) == len(events) - 2
+    assert es_double.count_by_id().most_common(1)[0][1] == 1
+    owners = {d.get("system", {}).get("auth", {}).get("ssh", {}).get("key", {}).get("owner") for d in docs}
+    assert {"john-civis", "civis-pete"} <= owners
+    assert {i["_index"] for i in es_double.docs("audit-*")} == {
+        "audit-2020.05.17", "audit-2020.08.21", "audit-2024.05.17"}
+
+    assert main(["dlq"]) == 0
+    summary = orjson.loads(capsys.readouterr().out)
+    assert summary["count"] == 2
+    assert main(["dlq", "--list", "5"]) == 0
+    listed = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(e["error_code"] for e in listed) == ["invalid_json", "no_message"]
+    assert main(["dlq", "--replay"]) == 0
+    assert client.llen("filebeat") == 2 and client.llen("filebeat:dead") == 0
+    client.close()
