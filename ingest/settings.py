@@ -71,6 +71,14 @@ class IndexConfig(BaseModel):
     retention_days: int | None = Field(None, gt=0, description="If set, `setup` installs an ILM policy "
                                                                "deleting indices this many days old.")
 
+    @field_validator("prefix", "alerts_prefix")
+    @classmethod
+    def _prefix(cls, prefix: str) -> str:
+        if prefix != prefix.lower() or any(c in prefix for c in '\\/*?"<>| ,#:') or prefix[:1] in ("_", "-", "+"):
+            raise ValueError(f"{prefix!r} cannot start an index name (lowercase, no \\/*?\"<>| ,#:, "
+                             "not starting with _ - +)")
+        return prefix
+
 
 class KibanaConfig(BaseModel):
     """Where `audit-ingest setup` imports the saved objects of kibana/."""
@@ -93,6 +101,7 @@ class Settings(BaseSettings):
     """The whole configuration of `audit-ingest run`, `parse` and `setup`."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
+                                      env_ignore_empty=True,
                                       case_sensitive=False)
 
     parse: ParseConfig = Field(default_factory=ParseConfig)

@@ -94,3 +94,14 @@ def test_run_indexes_filebeat_events_and_dlq_replays(es_double: ESDouble, redis_
     assert main(["dlq", "--replay"]) == 0
     assert client.llen("filebeat") == 2 and client.llen("filebeat:dead") == 0
     client.close()
+
+
+def test_index_prefix_is_validated_once_in_settings() -> None:
+    from ingest.errors import ConfigError
+    from ingest.settings import load_settings
+
+    for bad in ("Audit-", "audit*", "_audit-"):
+        with pytest.raises(ConfigError) as e:
+            load_settings(overrides={"index": {"prefix": bad}})
+        assert e.value.key == "index.prefix"
+    assert load_settings(overrides={"index": {"prefix": "logs-audit-"}}).index.prefix == "logs-audit-"

@@ -69,8 +69,6 @@ class ElasticsearchConfig(BaseModel):
                                        description="Cap of the first wait before a retry (full jitter: a random "
                                                    "wait up to the cap, which doubles on every retry).")
     backoff_max: timedelta = Field(default=timedelta(seconds=30), description="Largest cap of the wait between retries.")
-    index_prefix: str = Field(default="audit-", description="Daily indices are <prefix>YYYY.MM.DD (UTC date of "
-                                                    "@timestamp).")
     http_compress: bool = Field(default=False, description="Gzip request bodies (less network, more CPU).")
 
     @field_validator("hosts")
@@ -84,14 +82,6 @@ class ElasticsearchConfig(BaseModel):
             if "@" in host.split("//", 1)[1].split("/", 1)[0]:
                 raise ValueError("put credentials in username/password or api_key, not in the host URL")
         return hosts
-
-    @field_validator("index_prefix")
-    @classmethod
-    def _prefix(cls, prefix: str) -> str:
-        if prefix != prefix.lower() or any(c in prefix for c in '\\/*?"<>| ,#:') or prefix[:1] in ("_", "-", "+"):
-            raise ValueError(f"{prefix!r} cannot start an index name (lowercase, no \\/*?\"<>| ,#:, "
-                             "not starting with _ - +)")
-        return prefix
 
     @model_validator(mode="after")
     def _credentials(self) -> ElasticsearchConfig:

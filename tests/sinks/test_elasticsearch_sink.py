@@ -363,10 +363,10 @@ def test_stats_listener_sees_increments(es: ESDouble) -> None:
 
 def test_config_defaults_and_rejections() -> None:
     cfg = ElasticsearchConfig()
-    assert cfg.hosts == ["http://localhost:9200"] and cfg.index_prefix == "audit-" and cfg.max_retries is None
+    assert cfg.hosts == ["http://localhost:9200"] and cfg.max_retries is None
     for bad in ({"hostz": ["http://x"]}, {"hosts": ["http://user:pw@es:9200"]}, {"hosts": ["es:9200"]},
                 {"hosts": []}, {"username": "u"}, {"username": "u", "password": "p", "api_key": "k"},
-                {"index_prefix": "Audit-"}, {"backoff_initial": 0}, {"max_retries": -1},
+                {"index_prefix": "audit-"}, {"backoff_initial": 0}, {"max_retries": -1},
                 {"backoff_initial": 5, "backoff_max": 1}):
         with pytest.raises(ValidationError):
             ElasticsearchConfig.model_validate(bad)
