@@ -179,7 +179,21 @@ class Worker:
         log.info("worker %s stopped", self.source.worker_id)
 
     def run_once(self) -> None:
-        """One iteration: maybe recover dead workers, take a batch, handle it."""
+        """One iteration. Never raises: an unexpected error is logged and the iteration retried
+        after a backoff (the batch, if one was taken, is still in the processing list and is
+        taken again by the next ``take``)."""
+        try:
+            self._iteration()
+        except (SinkUnavailable, ConfigError):
+            raise
+        except Exception as e:
+            log.exception("unexpected error in the worker loop (%s); retrying", type(e).__name__)
+            self.metrics.retries.labels("worker").inc()
+            wait = self._backoff
+            self._backoff = min(self._backoff * 2, self.config.backoff_max.total_seconds())
+            self.stopping.wait(wait)
+
+    def _iteration(self) -> None:
         self.metrics.loop_ran("taking")
         try:
             if time.monotonic() - self._last_recover >= self._recover_every:

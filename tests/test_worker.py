@@ -316,3 +316,38 @@ def test_metrics_and_healthz(redis_server: RedisServer, redis_client: redis.Redi
         server.close()
     # two workers' metrics never clash
     assert Metrics().registry is not Metrics().registry
+
+
+def test_build_worker_from_settings(redis_server: RedisServer, redis_client: redis.Redis, es_double: ESDouble,  # noqa: F811
+                                    running: Running) -> None:
+    """The factory ``audit-ingest run`` uses, with every section from the composed settings."""
+    from ingest.settings import load_settings
+    from ingest.worker import build_worker
+
+    settings = load_settings(overrides={
+        "redis": {"url": f"redis://:pw@127.0.0.1:{redis_server.port}/1", "batch_size": 25,
+                  "batch_wait": "PT0.01S", "block_timeout": "PT0.2S", "heartbeat_ttl": "PT1S"},
+        "elasticsearch": {"hosts": [es_double.url]},
+        "metrics": {"port": 0, "bind": "127.0.0.1"},
+        "worker": {"id": "from-settings", "shutdown_timeout": "PT2S"},
+        "deadletter": {"key": "dlq"}})
+    redis_client.config_set("requirepass", "pw")
+    try:
+        raws = sample_events(100, host="settings") + [b"not json"]
+        authed = redis.Redis(port=redis_server.port, db=1, password="pw")
+        authed.rpush("filebeat", *raws)
+        worker, close = build_worker(settings)
+        try:
+            running.start(worker)
+            wait_for(lambda: authed.llen("filebeat") == 0 and authed.llen("dlq") == 1
+                     and not authed.exists("filebeat:processing:from-settings"), 20,
+                     f"drained ({authed.llen('filebeat')}, {authed.llen('dlq')}, {authed.keys('filebeat*')})")
+            running.stop()
+        finally:
+            close()
+        assert worker.metrics.events_in._value.get() == 101
+        assert len({d["_source"]["log"]["offset"] for d in es_double.docs() if "log" in d["_source"]}) == 100
+        assert orjson.loads(authed.lindex("dlq", 0))["worker"] == "from-settings"
+        authed.close()
+    finally:
+        redis.Redis(port=redis_server.port, password="pw").config_set("requirepass", "")
