@@ -6,9 +6,10 @@ event that re-emits a closure yields the byte-identical document under the same 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from typing import Any
+
+import orjson
 
 from ingest.document import add_related, format_timestamp, get_path, set_path
 from ingest.sessions.events import from_micros
@@ -29,7 +30,7 @@ def build(kind: str, key: str, closed: dict[str, Any]) -> tuple[str, dict[str, A
     end_us: int | None = closed["end_ts"]
     doc_id = session_id(kind, key, start_us)
 
-    doc: dict[str, Any] = copy.deepcopy(login["f"])
+    doc: dict[str, Any] = orjson.loads(orjson.dumps(login["f"]))  # a deep copy, fast
     if end is not None:
         for path in ("user.name", "source.ip", "source.port"):
             if get_path(doc, path) is None and get_path(end["f"], path) is not None:

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import orjson
 import redis
 
-from ingest.errors import IngestError
+from ingest.errors import SourceUnavailable
 from ingest.sessions.config import SessionConfig
 from ingest.sessions.state import IndexEntry, State, Ttl, empty, index_of, new_state
 
@@ -43,8 +43,11 @@ MAX_ATTEMPTS = 64
 INDEXES = ("open", "orph", "tomb", "due")
 
 
-class SessionStoreUnavailable(IngestError):
-    """The session store (Redis) cannot be reached now, or stays contended: retry the batch."""
+class SessionStoreUnavailable(SourceUnavailable):
+    """The session store (Redis) cannot be reached now, or stays contended: retry the batch.
+
+    A SourceUnavailable: the same Redis as the source in practice, handled the same way.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,10 +169,11 @@ class RedisSessionStore(SessionStore):
                         else:
                             raws = []
                         states = {k: decode(raw) for k, raw in zip(keys, raws, strict=True)}
+                        before = {k: self._entry(states[k]) for k in keys}
                         result = fn(states)
                         pipe.multi()
                         for k, name, raw in zip(keys, names, raws, strict=True):
-                            self._queue_write(pipe, k, name, raw, states[k], now)
+                            self._queue_write(pipe, k, name, raw, before[k], states[k], now)
                         for index in ("open", "orph", "tomb"):
                             pipe.zcard(self._ix(index))
                         replies = pipe.execute()
@@ -181,22 +185,23 @@ class RedisSessionStore(SessionStore):
             raise SessionStoreUnavailable(f"session store unreachable: {e}") from e
         raise SessionStoreUnavailable(f"session store contended: {MAX_ATTEMPTS} conflicting attempts")
 
-    def _queue_write(self, pipe: Any, key: str, name: str, raw: bytes | None, state: State, now: int) -> None:
+    def _queue_write(self, pipe: Any, key: str, name: str, raw: bytes | None, before: IndexEntry | None,
+                     state: State, now: int) -> None:
         entry = self._entry(state)
         if entry is None:
             if raw is not None:
                 pipe.delete(name)
-            for index in INDEXES:
-                pipe.zrem(self._ix(index), key)
-            return
-        encoded = encode(state)
-        if encoded != raw:
-            pipe.set(name, encoded, px=max(1, (entry.last - now) // 1000) + GRACE_MS)
+        else:
+            encoded = encode(state)
+            if encoded != raw:
+                pipe.set(name, encoded, px=max(1, (entry.last - now) // 1000) + GRACE_MS)
         for index in INDEXES:
-            score = getattr(entry, index)
+            score = getattr(entry, index) if entry is not None else None
+            old = getattr(before, index) if before is not None else None
             if score is None:
-                pipe.zrem(self._ix(index), key)
-            else:
+                if old is not None or raw is None:  # raw None: maybe a member whose key Redis expired
+                    pipe.zrem(self._ix(index), key)
+            elif score != old:
                 pipe.zadd(self._ix(index), {key: score})
 
     def due(self, now: int, limit: int) -> list[str]:
