@@ -46,9 +46,10 @@ class WorkerConfig(BaseModel):
 
     id: str | None = Field(None, description="Worker id, unique among the workers on one list "
                                              "(default <hostname>:<pid>).")
-    shutdown_timeout: timedelta = Field(timedelta(seconds=20),
+    shutdown_timeout: timedelta = Field(timedelta(seconds=8),
                                         description="On SIGTERM, how long the current batch may take to finish "
-                                                    "before it is given back to Redis.")
+                                                    "before it is given back to Redis; keep it below the "
+                                                    "orchestrator's grace period (docker stop: 10 s).")
     log_interval: timedelta = Field(timedelta(seconds=10),
                                     description="At most one 'indexed N events' info line per interval.")
     backoff_initial: timedelta = Field(timedelta(milliseconds=100),

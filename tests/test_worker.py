@@ -6,6 +6,7 @@ twice), the dead list holding exactly the events that cannot be indexed, every o
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import urllib.error
@@ -319,22 +320,23 @@ def test_metrics_and_healthz(redis_server: RedisServer, redis_client: redis.Redi
 
 
 def test_build_worker_from_settings(redis_server: RedisServer, redis_client: redis.Redis, es_double: ESDouble,  # noqa: F811
-                                    running: Running) -> None:
+                                    running: Running, caplog: pytest.LogCaptureFixture) -> None:
     """The factory ``audit-ingest run`` uses, with every section from the composed settings."""
     from ingest.settings import load_settings
     from ingest.worker import build_worker
 
     settings = load_settings(overrides={
-        "redis": {"url": f"redis://:pw@127.0.0.1:{redis_server.port}/1", "batch_size": 25,
+        "redis": {"url": f"redis://:s3cret-pw@127.0.0.1:{redis_server.port}/1", "batch_size": 25,
                   "batch_wait": "PT0.01S", "block_timeout": "PT0.2S", "heartbeat_ttl": "PT1S"},
         "elasticsearch": {"hosts": [es_double.url]},
         "metrics": {"port": 0, "bind": "127.0.0.1"},
         "worker": {"id": "from-settings", "shutdown_timeout": "PT2S"},
         "deadletter": {"key": "dlq"}})
-    redis_client.config_set("requirepass", "pw")
+    caplog.set_level(logging.DEBUG)
+    redis_client.config_set("requirepass", "s3cret-pw")
     try:
         raws = sample_events(100, host="settings") + [b"not json"]
-        authed = redis.Redis(port=redis_server.port, db=1, password="pw")
+        authed = redis.Redis(port=redis_server.port, db=1, password="s3cret-pw")
         authed.rpush("filebeat", *raws)
         worker, close = build_worker(settings)
         try:
@@ -350,4 +352,5 @@ def test_build_worker_from_settings(redis_server: RedisServer, redis_client: red
         assert orjson.loads(authed.lindex("dlq", 0))["worker"] == "from-settings"
         authed.close()
     finally:
-        redis.Redis(port=redis_server.port, password="pw").config_set("requirepass", "")
+        redis.Redis(port=redis_server.port, password="s3cret-pw").config_set("requirepass", "")
+    assert "redis://***@127.0.0.1" in caplog.text and "s3cret" not in caplog.text
