@@ -57,8 +57,8 @@ def test_custom_prefix_names_everything() -> None:
         ("process.pid", "long"),
         ("process.exit_code", "long"),
         ("auditd.log.sequence", "long"),
-        ("session.duration_s", "float"),
-        ("session.duration_min", "float"),
+        ("session.duration_s", "double"),  # float (32 bits) would turn 457.591842 into 457.59183
+        ("session.duration_min", "double"),
         ("user.name", "keyword"),
         ("host.hostname", "keyword"),
         ("host.name", "keyword"),

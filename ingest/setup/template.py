@@ -182,8 +182,8 @@ FIELDS: dict[str, dict[str, Any]] = {
     "session.id": _KEYWORD,
     "session.kind": _KEYWORD,  # ssh, openvpn, teleport
     "session.end_reason": _KEYWORD,  # logout, timeout, ...
-    "session.duration_s": {"type": "float"},
-    "session.duration_min": {"type": "float"},
+    "session.duration_s": {"type": "double"},
+    "session.duration_min": {"type": "double"},
     # --- alerts (type: alert, audit-alerts-* indices) ---------------------------------------------
     "rule.name": _KEYWORD,
     "rule.id": _KEYWORD,
