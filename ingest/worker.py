@@ -211,7 +211,13 @@ class Worker:
         if not raws:
             self.metrics.loop_ran("idle")
             return
-        self.handle(raws)
+        try:
+            self.handle(raws)
+        except SourceUnavailable as e:
+            # Redis failed inside the pipeline (session store): the batch is still in the
+            # processing list and the next take returns it, after a backoff
+            self._redis_failed(e)
+            return
         self.metrics.loop_ran("running")
 
     def handle(self, raws: list[bytes]) -> None:
@@ -259,6 +265,8 @@ class Worker:
         (dead-lettered, stage ``parse``). One log line per batch that raised."""
         try:
             return self.pipeline.process(raws)
+        except SourceUnavailable:
+            raise  # Redis (session store) down: not the events' fault, retry the batch later
         except Exception as e:
             if depth == 0:
                 self.metrics.pipeline_errors.inc()

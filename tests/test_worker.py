@@ -354,3 +354,37 @@ def test_build_worker_from_settings(redis_server: RedisServer, redis_client: red
     finally:
         redis.Redis(port=redis_server.port, password="s3cret-pw").config_set("requirepass", "")
     assert "redis://***@127.0.0.1" in caplog.text and "s3cret" not in caplog.text
+
+
+class RedisDownOncePipeline:
+    """Raises SourceUnavailable (as the Redis session store does) for its first half second."""
+
+    def __init__(self) -> None:
+        self.inner = pipeline()
+        self.until: float | None = None
+        self.failures = 0
+
+    def process(self, raws: list[bytes]) -> BatchResult:
+        from ingest.errors import SourceUnavailable
+
+        if self.until is None:
+            self.until = time.monotonic() + 0.5
+        if time.monotonic() < self.until:
+            self.failures += 1
+            raise SourceUnavailable("session store: Redis unavailable")
+        result: BatchResult = self.inner.process(raws)
+        return result
+
+
+def test_redis_error_inside_the_pipeline_retries_the_batch(redis_server: RedisServer, redis_client: redis.Redis,
+                                                           es_double: ESDouble,  # noqa: F811
+                                                           running: Running) -> None:
+    raws = sample_events(80, host="store-down")
+    expected = Expected(raws)
+    redis_client.rpush("filebeat", *raws)
+    proc = RedisDownOncePipeline()
+    running.start(make_worker(redis_url(redis_server.port), es_double.url, "w1", batch_size=30, proc=proc))
+    wait_for(lambda: finished(redis_client, es_double, expected), 20, "indexed after the store came back")
+    running.stop()
+    check_end_state(redis_client, es_double, expected)  # nothing dead-lettered for Redis trouble
+    assert proc.failures >= 2
