@@ -128,7 +128,8 @@ class Pipeline:
             if routed.offset is not None:
                 log_["offset"] = routed.offset
         if routed.read_at is not None:
-            doc["event"]["created"] = format_timestamp(routed.read_at)
+            ts = event["@timestamp"]  # already ISO 8601 with a zone (read_at parsed it): keep it as sent
+            doc["event"]["created"] = ts
         module = event.get("event", {}).get("module") if isinstance(event.get("event"), dict) else None
         if isinstance(module, str):
             doc["event"]["module"] = module
