@@ -71,9 +71,12 @@ class Pipeline:
         if settings.sessions.enabled:
             store = (RedisSessionStore(redis_client, settings.sessions) if redis_client is not None
                      else MemorySessionStore(settings.sessions))
-            pairer = SessionPairer(store, **({"clock": clock} if clock else {}))
-        return cls(router=Router(settings.routing), parsers=parsers, enrichers=enrichers, pairer=pairer,
-                   index_prefix=settings.index.prefix, **({"clock": clock} if clock else {}))
+            pairer = SessionPairer(store, clock=clock) if clock else SessionPairer(store)
+        pipeline = cls(router=Router(settings.routing), parsers=parsers, enrichers=enrichers, pairer=pairer,
+                       index_prefix=settings.index.prefix)
+        if clock is not None:
+            pipeline.clock = clock
+        return pipeline
 
     def process(self, raws: list[bytes]) -> BatchResult:
         result = BatchResult()

@@ -12,10 +12,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
-
-from pydantic import SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from ingest.deadletter import DeadLetterConfig
 from ingest.enrich.geoip import GeoIpConfig
@@ -26,8 +29,8 @@ from ingest.route import RoutingConfig
 from ingest.sessions import SessionConfig
 from ingest.sinks.elasticsearch import ElasticsearchConfig
 from ingest.sources.redis_list import RedisSourceConfig
-from ingest.worker import WorkerConfig
 from ingest.timestamps import zone
+from ingest.worker import WorkerConfig
 
 ENV_PREFIX = "AUDIT_INGEST_"
 

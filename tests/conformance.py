@@ -17,7 +17,7 @@ compared only when the expected document has it: fields Filebeat does not produc
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,3 +136,18 @@ def summary(tally: Tally, title: str = "conformance") -> str:
     ):
         lines.append(f"  {name:32s} {agreed:5d}/{compared:<5d} {agreed / compared:7.2%}")
     return "\n".join(lines)
+
+
+def agreement(results: Iterable[tuple[str, int, list[str], list[Mismatch]]],
+              deliberate: Mapping[tuple[str, int, str], str]) -> tuple[Tally, int, list[str]]:
+    """Tally of ``(file, line, compared fields, mismatches)`` results: (tally, mismatches explained by
+    ``deliberate``, the unexplained ones as ``file:line: field: ours ..., Filebeat ...``)."""
+    tally, explained, unexplained = Tally(), 0, []
+    for log, number, fields, mismatches in results:
+        tally.add(fields, mismatches)
+        for m in mismatches:
+            if (log, number, m.field) in deliberate:
+                explained += 1
+            else:
+                unexplained.append(f"{log}:{number}: {m}")
+    return tally, explained, unexplained

@@ -13,7 +13,7 @@ import pytest
 
 from ingest.parsers.auditd import AuditdParser
 from ingest.parsers.base import PARSE_FAILURE_TAG, LineContext
-from tests.conformance import Tally, compare, compared_fields, flatten, load_expected, read_lines, summary
+from tests.conformance import agreement, compare, compared_fields, flatten, load_expected, read_lines, summary
 
 DIR = Path(__file__).parent / "data" / "conformance" / "filebeat" / "auditd"
 LOGS = sorted(p.name for p in DIR.glob("*.log"))
@@ -135,14 +135,7 @@ def test_no_parse_failure_on_any_line(log: str) -> None:
 
 
 def test_agreement_with_filebeat() -> None:
-    tally, unexplained, explained = Tally(), [], 0
-    for log, number, fields, mismatches in _results():
-        tally.add(fields, mismatches)
-        for m in mismatches:
-            if (log, number, m.field) in DELIBERATE:
-                explained += 1
-            else:
-                unexplained.append(f"{log}:{number}: {m}")
+    tally, explained, unexplained = agreement(_results(), DELIBERATE)
     with_deliberate = (tally.agreed + explained) / tally.compared
     print()
     print(summary(tally, "auditd vs Filebeat"))

@@ -17,7 +17,7 @@ from ingest.document import flatten
 from ingest.parsers.base import PARSE_FAILURE_TAG, LineContext
 from ingest.parsers.resources import ParserResources
 from ingest.parsers.syslog_rules import AuthParser
-from tests.conformance import Tally, compare, compared_fields, load_expected, read_lines, summary
+from tests.conformance import agreement, compare, compared_fields, load_expected, read_lines, summary
 
 DIR = Path(__file__).parent / "data" / "conformance" / "filebeat" / "system-auth"
 LOGS = sorted(p.name for p in DIR.glob("*.log"))
@@ -59,14 +59,7 @@ def test_no_parse_failure_on_any_line(log: str) -> None:
 
 
 def test_agreement_with_filebeat(results: list[tuple[str, int, list[str], list[Any]]]) -> None:
-    tally, unexplained, explained = Tally(), [], 0
-    for log, number, fields, mismatches in results:
-        tally.add(fields, mismatches)
-        for m in mismatches:
-            if (log, number, m.field) in DELIBERATE:
-                explained += 1
-            else:
-                unexplained.append(f"{log}:{number}: {m}")
+    tally, explained, unexplained = agreement(results, DELIBERATE)
     print()
     print(summary(tally, "system/auth vs Filebeat"))
     print("\n".join(unexplained))

@@ -20,6 +20,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+from ingest.registry import registrar
+
 
 class Enricher(ABC):
     """One enrichment step. Subclasses set :attr:`name` and implement :meth:`enrich_batch`."""
@@ -38,10 +40,5 @@ class Enricher(ABC):
 
 REGISTRY: dict[str, type[Enricher]] = {}
 
-
-def register(cls: type[Enricher]) -> type[Enricher]:
-    """Class decorator: make ``cls`` the enricher called ``cls.name``."""
-    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
-        raise ValueError(f"two enrichers named {cls.name!r}: {REGISTRY[cls.name]!r} and {cls!r}")
-    REGISTRY[cls.name] = cls
-    return cls
+#: Class decorator: make a class the enricher called ``cls.name``.
+register = registrar(REGISTRY, "name", "enrichers")

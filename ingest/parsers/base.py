@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any, ClassVar
 
+from ingest.registry import registrar
+
 PARSE_FAILURE_TAG = "_grokparsefailure"
 
 
@@ -58,10 +60,5 @@ class Parser(ABC):
 
 REGISTRY: dict[str, type[Parser]] = {}
 
-
-def register(cls: type[Parser]) -> type[Parser]:
-    """Class decorator: make ``cls`` the parser for ``cls.kind``."""
-    if cls.kind in REGISTRY and REGISTRY[cls.kind] is not cls:
-        raise ValueError(f"two parsers for kind {cls.kind!r}: {REGISTRY[cls.kind]!r} and {cls!r}")
-    REGISTRY[cls.kind] = cls
-    return cls
+#: Class decorator: make a class the parser for ``cls.kind``.
+register = registrar(REGISTRY, "kind", "parsers")
