@@ -1,0 +1,85 @@
+"""Which documents each rule looks at (pure functions of one document; state lives in the store)."""
+
+from __future__ import annotations
+
+import hashlib
+from fnmatch import fnmatchcase
+from ipaddress import IPv4Network, IPv6Network, ip_address
+from typing import Any
+
+import orjson
+
+from ingest.document import get_path
+
+UNMAPPED = "SSH Key Not Mapped"
+FAILURE_ACTIONS = frozenset({"ssh_login", "authentication_failure", "vpn_auth_failed"})
+
+Network = IPv4Network | IPv6Network
+
+
+def event_key(doc: dict[str, Any]) -> str:
+    """A stable key of one event when the caller has no id: host, file, offset, time and message."""
+    parts = [get_path(doc, "host.name") or get_path(doc, "host.hostname"), get_path(doc, "log.file.path"),
+             get_path(doc, "log.offset"), doc.get("@timestamp"), doc.get("message")]
+    return hashlib.sha1(orjson.dumps(parts)).hexdigest()[:24]
+
+
+def is_unmapped_key_login(doc: dict[str, Any]) -> bool:
+    return (get_path(doc, "event.action") == "ssh_login" and get_path(doc, "event.outcome") == "success"
+            and get_path(doc, "system.auth.ssh.key.owner") == UNMAPPED)
+
+
+def is_failure(doc: dict[str, Any]) -> bool:
+    if get_path(doc, "event.outcome") != "failure":
+        return False
+    action = get_path(doc, "event.action")
+    return action in FAILURE_ACTIONS or (doc.get("type") == "teleport" and action == "auth")
+
+
+def is_ssh_success(doc: dict[str, Any]) -> bool:
+    return get_path(doc, "event.action") == "ssh_login" and get_path(doc, "event.outcome") == "success"
+
+
+def is_vpn_success(doc: dict[str, Any]) -> bool:
+    return get_path(doc, "event.action") == "vpn_connect" and get_path(doc, "event.outcome") in (None, "success")
+
+
+def is_login_success(doc: dict[str, Any]) -> bool:
+    """Logins checked against allowed networks: SSH, VPN, and Teleport ``auth`` successes."""
+    return (is_ssh_success(doc) or is_vpn_success(doc)
+            or (doc.get("type") == "teleport" and get_path(doc, "event.action") == "auth"
+                and get_path(doc, "event.outcome") == "success"))
+
+
+def country_subject(doc: dict[str, Any]) -> str | None:
+    """Whose countries a login is compared with: ``user.name``, or for SSH with a mapped key owner
+    ``user.name/owner`` (root logged in with alice's key is not root with bob's key).
+
+    VPN logins (and SSH without a known owner) use the bare ``user.name``.
+    """
+    user = get_path(doc, "user.name")
+    if not isinstance(user, str) or not user:
+        return None
+    if is_ssh_success(doc):
+        owner = get_path(doc, "system.auth.ssh.key.owner")
+        if isinstance(owner, str) and owner and owner != UNMAPPED:
+            return f"{user}/{owner}"
+    return user
+
+
+def allowed_for(host: str, networks: dict[str, list[Network]]) -> list[Network] | None:
+    """The union of the CIDRs of every glob matching ``host``; None if no glob matches (not checked)."""
+    found: list[Network] | None = None
+    for glob, cidrs in networks.items():
+        if fnmatchcase(host, glob):
+            found = (found or []) + list(cidrs)
+    return found
+
+
+def outside(ip: str, cidrs: list[Network]) -> bool:
+    """True when ``ip`` is in none of ``cidrs`` (an unreadable address counts as outside)."""
+    try:
+        addr = ip_address(ip)
+    except ValueError:
+        return True
+    return not any(addr.version == net.version and addr in net for net in cidrs)

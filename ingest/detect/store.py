@@ -1,0 +1,342 @@
+"""Where the detection rules keep their state: Redis (shared by every worker) or memory.
+
+Both stores implement :meth:`DetectionStore.evaluate` with the same semantics: one call per batch,
+which for Redis is ONE round trip (a non-transactional pipeline of two Lua scripts; each script
+runs atomically, so several workers on one Redis count together and never both fire the same
+alert).
+
+Redis layout, under ``key_prefix`` (default ``audit-ingest:detect:``)::
+
+    <prefix>bf:<ip>              zset   failure member -> event time (ms). A member is the JSON
+                                        ``[event key, host.hostname, user.name]``, so a redelivered
+                                        event (same stable key) is not counted twice (ZADD NX).
+                                        Trimmed to 2 windows behind the newest event it got;
+                                        PX = 2 windows + 1 h (processing time) after its last write.
+    <prefix>bf:<ip>:<w>          string JSON of the alert fired for window number ``w``
+                                 (``floor(ts_ms / window_ms)``), SET NX: at most one alert per IP
+                                 per aligned window; same PX as the zset.
+    <prefix>nc:<subject>         hash   ``c:<country>`` -> last successful login from there (event
+                                        time, ms); ``a:<country>`` -> event key of the login that
+                                        raised the new_country alert for it. PX = lookback.
+
+Counting: sliding window. A failure at ``t`` counts the failures of its IP in ``(t - window, t]``
+(ZCOUNT) right after it is added; above the threshold it fires unless the aligned window of ``t``
+has fired already. So a burst that straddles an aligned boundary still fires (epoch-aligned
+counting alone would split it into two halves below the threshold), while de-duplication stays
+aligned (one alert per IP per window, deterministic id). A failure arriving late (older than ones
+already counted) is evaluated on the window ending at it only.
+
+What the alert lists (``count``, hosts, users, event keys): the failures in the window ending at
+the trigger plus those the same batch added after it up to the end of the trigger's aligned
+window, i.e. the count when the batch that fired it was done (``bruteforce.log``: fires on the
+11th failure, reports all 12 of the batch). Later batches do not update an alert already fired.
+
+Redelivery: an already-counted member is not counted again; if it is the member that fired an
+alert, that same alert is returned again (same ``_id``: the ``create`` op answers 409), so a batch
+whose alerts were lost before indexing gets them back on retry. Same for new_country.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis
+
+from ingest.errors import SourceUnavailable
+
+#: State keys outlive their logical period by this much (processing time), for late events.
+GRACE_MS = 3_600_000
+
+
+class DetectionStoreUnavailable(SourceUnavailable):
+    """The detection store (Redis) cannot be reached now: retry the batch."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One authentication failure to count."""
+
+    ip: str
+    ts_ms: int
+    key: str  # stable event key (redelivery de-duplication)
+    host: str | None = None
+    user: str | None = None
+
+    def member(self) -> str:
+        return orjson.dumps([self.key, self.host, self.user]).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """One successful login with a country, for new_country."""
+
+    subject: str
+    country: str
+    ts_ms: int
+    key: str
+
+
+@dataclass(slots=True)
+class BruteForceHit:
+    """An IP that went above the threshold: the failures in the window ending at the trigger."""
+
+    ip: str
+    window: int  # floor(ts_ms / window_ms) of the trigger
+    ts_ms: int  # event time of the failure that fired
+    count: int
+    keys: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+    trigger: str = ""  # event key of the failure that fired
+
+
+@dataclass(slots=True)
+class NewCountryHit:
+    login: Login
+    known: list[str]  # the countries seen within the lookback (other than this one)
+
+
+def _hit(ip: str, window: int, payload: bytes | str) -> BruteForceHit:
+    data = orjson.loads(payload)
+    members = [orjson.loads(m) for m in data["members"]]
+    return BruteForceHit(
+        ip=ip, window=window, ts_ms=int(data["ts"]), count=int(data["count"]),
+        keys=[m[0] for m in members],
+        hosts=sorted({m[1] for m in members if m[1]}),
+        users=sorted({m[2] for m in members if m[2]}),
+        trigger=orjson.loads(data["trigger"])[0],
+    )
+
+
+class DetectionStore(ABC):
+    @abstractmethod
+    def evaluate(self, failures: list[Failure], logins: list[Login], *, window_ms: int, threshold: int,
+                 lookback_ms: int) -> tuple[list[BruteForceHit], list[NewCountryHit]]:
+        """Count ``failures`` and learn ``logins`` (in order), atomically per item; return what fires."""
+
+
+class MemoryDetectionStore(DetectionStore):
+    """One process's state (``audit-ingest parse``, tests). No TTLs: the process is short-lived."""
+
+    def __init__(self) -> None:
+        self._failures: dict[str, dict[str, int]] = {}  # ip -> member -> ts
+        self._fired: dict[tuple[str, int], bytes] = {}
+        self._countries: dict[str, dict[str, str]] = {}
+        self._lock = threading.Lock()
+
+    def evaluate(self, failures: list[Failure], logins: list[Login], *, window_ms: int, threshold: int,
+                 lookback_ms: int) -> tuple[list[BruteForceHit], list[NewCountryHit]]:
+        hits: list[BruteForceHit] = []
+        new: list[NewCountryHit] = []
+        with self._lock:
+            fired: list[tuple[Failure, int, bytes]] = []
+            for f in failures:
+                zset = self._failures.setdefault(f.ip, {})
+                member = f.member()
+                w = f.ts_ms // window_ms
+                if member not in zset:
+                    zset[member] = f.ts_ms
+                    inside = self._range(zset, f.ts_ms - window_ms, f.ts_ms + 1)
+                    if len(inside) > threshold and (f.ip, w) not in self._fired:
+                        payload = _payload(f, inside)
+                        self._fired[(f.ip, w)] = payload
+                        fired.append((f, len(inside), payload))
+                else:
+                    payload_ = self._fired.get((f.ip, w))
+                    if payload_ is not None and orjson.loads(payload_)["trigger"] == member:
+                        hits.append(_hit(f.ip, w, payload_))
+                cut = f.ts_ms - 2 * window_ms
+                for m in [m for m, ts in zset.items() if ts < cut]:
+                    del zset[m]
+            for f, count, payload in fired:
+                w = f.ts_ms // window_ms
+                inside = self._range(self._failures[f.ip], f.ts_ms - window_ms, (w + 1) * window_ms)
+                if len(inside) >= count:
+                    payload = _payload(f, inside)
+                    self._fired[(f.ip, w)] = payload
+                hits.append(_hit(f.ip, w, payload))
+            for login in logins:
+                h = self._countries.setdefault(login.subject, {})
+                fired, known = _new_country_step(h, login, lookback_ms)
+                if fired:
+                    new.append(NewCountryHit(login, known))
+        return hits, new
+
+    @staticmethod
+    def _range(zset: dict[str, int], lo: int, hi: int) -> list[str]:
+        """Members with lo < ts < hi, by (ts, member) like a Redis zset."""
+        return [m for ts, m in sorted((ts, m) for m, ts in zset.items() if lo < ts < hi)]
+
+
+def _payload(f: Failure, members: list[str]) -> bytes:
+    return orjson.dumps({"ts": str(f.ts_ms), "count": len(members), "trigger": f.member(), "members": members})
+
+
+def _new_country_step(h: dict[str, str], login: Login, lookback_ms: int) -> tuple[bool, list[str]]:
+    """The memory twin of NEW_COUNTRY_LUA's loop body, on one subject's hash."""
+    cutoff = login.ts_ms - lookback_ms
+    known_any = False
+    this_seen = False
+    known: list[str] = []
+    for name, value in h.items():
+        if name.startswith("c:") and int(value) >= cutoff:
+            known_any = True
+            if name[2:] == login.country:
+                this_seen = True
+            else:
+                known.append(name[2:])
+    fired = False
+    if known_any and not this_seen:
+        h["a:" + login.country] = login.key
+        fired = True
+    elif this_seen and h.get("a:" + login.country) == login.key:
+        fired = True  # redelivered: the same alert again
+    old = h.get("c:" + login.country)
+    if old is None or int(old) < login.ts_ms:
+        h["c:" + login.country] = str(login.ts_ms)
+    return fired, sorted(known)
+
+
+# KEYS: per failure, the IP's zset then its fired-flag key.
+# ARGV: threshold, ttl_ms, then per failure: member, ts, "(" .. (ts - window), cut (ts - 2 windows),
+#       "(" .. end of the aligned window of ts.
+# Returns the fired (or re-emitted) payloads as {index of the failure (1-based), payload}.
+BRUTE_FORCE_LUA = """
+local threshold = tonumber(ARGV[1])
+local ttl = ARGV[2]
+local out = {}
+local fired = {}
+for i = 1, #KEYS / 2 do
+  local zkey = KEYS[2 * i - 1]
+  local fkey = KEYS[2 * i]
+  local base = 2 + (i - 1) * 5
+  local member, ts, lo, cut, hi = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
+  if redis.call('ZADD', zkey, 'NX', ts, member) == 1 then
+    local count = redis.call('ZCOUNT', zkey, lo, ts)
+    if count > threshold then
+      local members = redis.call('ZRANGEBYSCORE', zkey, lo, ts)
+      local payload = cjson.encode({ts = ts, count = count, trigger = member, members = members})
+      if redis.call('SET', fkey, payload, 'NX', 'PX', ttl) then
+        fired[#fired + 1] = {i, zkey, fkey, lo, hi, ts, member, count, payload}
+      end
+    end
+  else
+    local payload = redis.call('GET', fkey)
+    if payload and cjson.decode(payload).trigger == member then
+      out[#out + 1] = {i, payload}
+    end
+  end
+  redis.call('ZREMRANGEBYSCORE', zkey, '-inf', '(' .. cut)
+  redis.call('PEXPIRE', zkey, ttl)
+end
+-- what the batch added after the trigger, in the trigger's aligned window, belongs to its alert
+for _, f in ipairs(fired) do
+  local members = redis.call('ZRANGEBYSCORE', f[2], f[4], f[5])
+  local payload = f[9]
+  if #members >= f[8] then
+    payload = cjson.encode({ts = f[6], count = #members, trigger = f[7], members = members})
+    redis.call('SET', f[3], payload, 'XX', 'KEEPTTL')
+  end
+  out[#out + 1] = {f[1], payload}
+end
+return out
+"""
+
+# KEYS: per login, the subject's hash. ARGV: lookback_ms, then per login: country, ts, cutoff, event key.
+# Returns {index (1-based), known countries...} per login that fires (or re-fires on redelivery).
+NEW_COUNTRY_LUA = """
+local ttl = ARGV[1]
+local out = {}
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local base = 1 + (i - 1) * 4
+  local country, ts, cutoff, ekey = ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3]), ARGV[base + 4]
+  local h = redis.call('HGETALL', key)
+  local known_any, this_seen = false, false
+  local known = {}
+  local alerted = nil
+  local old = nil
+  for j = 1, #h, 2 do
+    local name, value = h[j], h[j + 1]
+    if string.sub(name, 1, 2) == 'c:' then
+      local c = string.sub(name, 3)
+      if c == country then old = value end
+      if tonumber(value) >= cutoff then
+        known_any = true
+        if c == country then this_seen = true else known[#known + 1] = c end
+      end
+    elseif name == 'a:' .. country then
+      alerted = value
+    end
+  end
+  if known_any and not this_seen then
+    redis.call('HSET', key, 'a:' .. country, ekey)
+    table.insert(known, 1, i)
+    out[#out + 1] = known
+  elseif this_seen and alerted == ekey then
+    table.insert(known, 1, i)
+    out[#out + 1] = known
+  end
+  if old == nil or tonumber(old) < tonumber(ts) then
+    redis.call('HSET', key, 'c:' .. country, ts)
+  end
+  redis.call('PEXPIRE', key, ttl)
+end
+return out
+"""
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisDetectionStore(DetectionStore):
+    """The store shared by every worker on one Redis (see the module doc for the key layout)."""
+
+    def __init__(self, client: redis.Redis, key_prefix: str = "audit-ingest:detect:") -> None:
+        self.client = client
+        self.prefix = key_prefix
+        self._bf = client.register_script(BRUTE_FORCE_LUA)
+        self._nc = client.register_script(NEW_COUNTRY_LUA)
+
+    def evaluate(self, failures: list[Failure], logins: list[Login], *, window_ms: int, threshold: int,
+                 lookback_ms: int) -> tuple[list[BruteForceHit], list[NewCountryHit]]:
+        if not failures and not logins:
+            return [], []
+        p = self.prefix
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                if failures:
+                    keys: list[str] = []
+                    args: list[Any] = [threshold, 2 * window_ms + GRACE_MS]
+                    for f in failures:
+                        keys += [f"{p}bf:{f.ip}", f"{p}bf:{f.ip}:{f.ts_ms // window_ms}"]
+                        w = f.ts_ms // window_ms
+                        args += [f.member(), f.ts_ms, f"({f.ts_ms - window_ms}", f.ts_ms - 2 * window_ms,
+                                 f"({(w + 1) * window_ms}"]
+                    self._bf(keys=keys, args=args, client=pipe)
+                if logins:
+                    nkeys = [f"{p}nc:{login.subject}" for login in logins]
+                    nargs: list[Any] = [lookback_ms]
+                    for login in logins:
+                        nargs += [login.country, login.ts_ms, login.ts_ms - lookback_ms, login.key]
+                    self._nc(keys=nkeys, args=nargs, client=pipe)
+                replies = pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise DetectionStoreUnavailable(f"detection store unreachable: {e}") from e
+        hits: list[BruteForceHit] = []
+        new: list[NewCountryHit] = []
+        pos = 0
+        if failures:
+            for i, payload in replies[pos]:
+                f = failures[int(i) - 1]
+                hits.append(_hit(f.ip, f.ts_ms // window_ms, payload))
+            pos += 1
+        if logins:
+            for row in replies[pos]:
+                new.append(NewCountryHit(logins[int(row[0]) - 1], sorted(_s(c) for c in row[1:])))
+        return hits, new
