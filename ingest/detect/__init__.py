@@ -8,7 +8,12 @@ as :class:`~ingest.model.IndexAction` (``create`` op, deterministic ids). Rule s
 
 from ingest.detect.config import BruteForceConfig, DetectionConfig, NewCountryConfig, UnmappedKeyConfig
 from ingest.detect.stage import DetectionStage
-from ingest.detect.store import DetectionStore, DetectionStoreUnavailable, MemoryDetectionStore, RedisDetectionStore
+from ingest.detect.store import (
+    DetectionStore,
+    DetectionStoreUnavailable,
+    MemoryDetectionStore,
+    RedisDetectionStore,
+)
 
 __all__ = [
     "BruteForceConfig",

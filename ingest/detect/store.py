@@ -161,8 +161,8 @@ class MemoryDetectionStore(DetectionStore):
                 hits.append(_hit(f.ip, w, payload))
             for login in logins:
                 h = self._countries.setdefault(login.subject, {})
-                fired, known = _new_country_step(h, login, lookback_ms)
-                if fired:
+                raised, known = _new_country_step(h, login, lookback_ms)
+                if raised:
                     new.append(NewCountryHit(login, known))
         return hits, new
 

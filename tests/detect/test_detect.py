@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 import redis
 
-from ingest.detect import DetectionConfig, DetectionStage, DetectionStore, MemoryDetectionStore, RedisDetectionStore
+from ingest.detect import (
+    DetectionConfig,
+    DetectionStage,
+    DetectionStore,
+    MemoryDetectionStore,
+    RedisDetectionStore,
+)
 from ingest.document import format_timestamp
 from ingest.parsers.base import LineContext
 from ingest.parsers.resources import ParserResources
