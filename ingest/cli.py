@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audit-ingest", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("parse", help="parse (and enrich, pair) log files or Filebeat event dumps to NDJSON on stdout")
+    p = sub.add_parser("parse", help="parse, enrich, pair and detect on log files or Filebeat event dumps: "
+                                     "NDJSON on stdout")
     _common(p)
     p.add_argument("files", nargs="+", help="log files, Filebeat NDJSON dumps, or - for stdin")
     p.add_argument("--kind", choices=["auth", "commands", "auditd", "openvpn", "teleport", "shell"],
@@ -111,7 +112,7 @@ def cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
     clock = (lambda: read_at) if read_at is not None else None
     pipeline = Pipeline.from_settings(settings, clock=clock)
     out = sys.stdout.buffer
-    counts = {"documents": 0, "sessions": 0, "dead": 0}
+    counts = {"documents": 0, "sessions": 0, "alerts": 0, "dead": 0}
 
     def events() -> Iterator[bytes]:
         for path in args.files:
@@ -127,7 +128,8 @@ def cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
             if args.bulk:
                 out.write(orjson.dumps({"create": {"_index": action.index, "_id": action.id}}) + b"\n")
             out.write(orjson.dumps(action.doc) + b"\n")
-            counts["sessions" if action.doc.get("type") == "session" else "documents"] += 1
+            kind = action.doc.get("type")
+            counts["sessions" if kind == "session" else "alerts" if kind == "alert" else "documents"] += 1
         for dead in result.dead:
             counts["dead"] += 1
             error = {"error": {"stage": dead.stage, "code": dead.error_code, "reason": dead.reason},
@@ -136,7 +138,7 @@ def cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
                 out.write(orjson.dumps(error) + b"\n")
             log.warning("dead letter (%s/%s): %s", dead.stage, dead.error_code, dead.reason)
     out.flush()
-    log.info("%(documents)d documents, %(sessions)d sessions, %(dead)d dead letters", counts)
+    log.info("%(documents)d documents, %(sessions)d sessions, %(alerts)d alerts, %(dead)d dead letters", counts)
     return 0
 
 

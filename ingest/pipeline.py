@@ -49,12 +49,13 @@ class Pipeline:
         self.pairer = pairer
         self.index_prefix = index_prefix
         self.clock = clock
-        #: later stages that see the finished documents and may add their own (detections)
+        #: later stages that see the finished documents (and their ids) and may add their own (detections)
         self.post = post or []
 
     @classmethod
     def from_settings(cls, settings: Any, redis_client: Any = None, *, clock: Clock | None = None) -> Pipeline:
         """Everything the settings describe; session state in Redis if a client is given, else in memory."""
+        from ingest.detect import DetectionStage, MemoryDetectionStore, RedisDetectionStore
         from ingest.enrich.geoip import GeoIpEnricher
         from ingest.enrich.keys import KeyOwnerEnricher
         from ingest.sessions import MemorySessionStore, RedisSessionStore
@@ -72,8 +73,14 @@ class Pipeline:
             store = (RedisSessionStore(redis_client, settings.sessions) if redis_client is not None
                      else MemorySessionStore(settings.sessions))
             pairer = SessionPairer(store, clock=clock) if clock else SessionPairer(store)
+        d = settings.detect
+        post = []
+        if d.enabled:
+            detect_store = (RedisDetectionStore(redis_client, d.key_prefix) if redis_client is not None
+                            else MemoryDetectionStore())
+            post.append(DetectionStage(detect_store, d, clock) if clock else DetectionStage(detect_store, d))
         pipeline = cls(router=Router(settings.routing), parsers=parsers, enrichers=enrichers, pairer=pairer,
-                       index_prefix=settings.index.prefix)
+                       index_prefix=settings.index.prefix, post=post)
         if clock is not None:
             pipeline.clock = clock
         return pipeline
@@ -104,13 +111,14 @@ class Pipeline:
         for enricher in self.enrichers:
             enricher.enrich_batch(docs)
         prefix = self.index_prefix
-        result.actions = [IndexAction(index_name(doc, prefix), r.document_id(), doc, r.raw)
-                          for doc, r in zip(docs, kept, strict=True)]
+        ids = [r.document_id() for r in kept]
+        result.actions = [IndexAction(index_name(doc, prefix), doc_id, doc, r.raw)
+                          for doc, doc_id, r in zip(docs, ids, kept, strict=True)]
         if self.pairer is not None:
             for doc_id, doc in self.pairer.process_batch(docs) + self.pairer.expire():
                 result.actions.append(IndexAction(index_name(doc, prefix), doc_id, doc, None))
-        for stage in self.post:
-            result.actions.extend(stage.process_batch(docs))
+        for stage in self.post:  # detections: they see the batch's documents and their ids
+            result.actions.extend(stage.process_batch(docs, ids))
         return result
 
     @staticmethod

@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from ingest.deadletter import DeadLetterConfig
+from ingest.detect import DetectionConfig
 from ingest.enrich.geoip import GeoIpConfig
 from ingest.enrich.keys import KeyOwnerConfig
 from ingest.errors import ConfigError
@@ -70,11 +71,10 @@ class IndexConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prefix: str = Field("audit-", description="Daily indices are <prefix>YYYY.MM.DD (UTC date of @timestamp).")
-    alerts_prefix: str = Field("audit-alerts-", description="Daily indices of alert documents.")
     retention_days: int | None = Field(None, gt=0, description="If set, `setup` installs an ILM policy "
                                                                "deleting indices this many days old.")
 
-    @field_validator("prefix", "alerts_prefix")
+    @field_validator("prefix")
     @classmethod
     def _prefix(cls, prefix: str) -> str:
         if prefix != prefix.lower() or any(c in prefix for c in '\\/*?"<>| ,#:') or prefix[:1] in ("_", "-", "+"):
@@ -113,6 +113,7 @@ class Settings(BaseSettings):
     geoip: GeoIpConfig = Field(default_factory=GeoIpConfig)
     keys: KeyOwnerConfig = Field(default_factory=KeyOwnerConfig)
     sessions: SessionConfig = Field(default_factory=SessionConfig)
+    detect: DetectionConfig = Field(default_factory=DetectionConfig)
     redis: RedisSourceConfig = Field(default_factory=RedisSourceConfig)
     deadletter: DeadLetterConfig = Field(default_factory=DeadLetterConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)

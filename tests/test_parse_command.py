@@ -49,7 +49,7 @@ def sample_docs() -> list[dict]:
 
 
 def test_a_document_for_every_line_and_no_parse_failure(sample_docs: list[dict]) -> None:
-    events = [d for d in sample_docs if d["type"] != "session"]
+    events = [d for d in sample_docs if d["type"] not in ("session", "alert")]
     assert len(events) == sum(len(p.read_text().splitlines()) for p in LOGS)
     assert [d for d in events if "_grokparsefailure" in d.get("tags", [])] == []
     assert all(isinstance(d["@timestamp"], str) and d["@timestamp"].endswith("Z") for d in sample_docs)
@@ -149,3 +149,23 @@ def test_bad_config_names_the_key(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     cfg.write_text("[parse]\nno_such_key = 1\n")
     assert main(["parse", "--config", str(cfg), str(LOGS[0])]) == 2
     assert "parse.no_such_key" in caplog.text
+
+
+def test_alerts_the_samples_trigger(sample_docs: list[dict]) -> None:
+    alerts = [d for d in sample_docs if d["type"] == "alert"]
+    brute = [a for a in alerts if a["rule"]["name"] == "brute_force"]
+    assert len(brute) == 1
+    assert brute[0]["source"]["ip"] == "89.160.20.128"
+    assert sorted(brute[0]["alert"]["hosts"]) == ["a3", "web-2"] and brute[0]["alert"]["count"] == 12
+    assert brute[0]["event"]["kind"] == "alert"
+    unmapped = sorted(get_path(a, "source.ip") or "-" for a in alerts if a["rule"]["name"] == "unmapped_key")
+    assert unmapped == ["-", "89.160.20.112"]  # mallory's key, and seed 000's anonymised login
+    assert {a["rule"]["name"] for a in alerts} == {"brute_force", "unmapped_key"}  # first sightings only learn
+    assert len(alerts) == 3
+
+
+def test_alert_thresholds_are_settings(tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    cfg = tmp_path / "strict.toml"
+    cfg.write_text("[detect.brute_force]\nthreshold = 12\n")
+    docs = run(capsysbinary, "--config", str(cfg), str(SAMPLES / "bruteforce.log"))
+    assert [d for d in docs if d["type"] == "alert"] == []  # 12 failures are not more than 12

@@ -53,7 +53,7 @@ def pipeline() -> Any:
     from ingest.settings import load_settings
 
     logging.getLogger("ingest.enrich.geoip").setLevel(logging.ERROR)
-    return Pipeline.from_settings(load_settings(overrides={"sessions": {"enabled": False}}), None)
+    return Pipeline.from_settings(load_settings(overrides={"sessions": {"enabled": False}, "detect": {"enabled": False}}), None)
 
 
 def make_sink(es_url: str, stop: threading.Event) -> Any:

@@ -49,6 +49,8 @@ class DetectionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    enabled: bool = Field(default=True, description="Evaluate the detection rules at all (each rule also has "
+                                                     "its own switch).")
     unmapped_key: UnmappedKeyConfig = Field(default_factory=UnmappedKeyConfig,
                                             description="Rule unmapped_key.")
     brute_force: BruteForceConfig = Field(default_factory=BruteForceConfig, description="Rule brute_force.")
