@@ -38,6 +38,7 @@ whose alerts were lost before indexing gets them back on retry. Same for new_cou
 
 from __future__ import annotations
 
+import bisect
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -123,7 +124,9 @@ class MemoryDetectionStore(DetectionStore):
     """One process's state (``audit-ingest parse``, tests). No TTLs: the process is short-lived."""
 
     def __init__(self) -> None:
-        self._failures: dict[str, dict[str, int]] = {}  # ip -> member -> ts
+        # ip -> (failures sorted by (ts, member), the members): a sorted list keeps window queries and
+        # pruning logarithmic, as Redis's sorted set does for the Redis store
+        self._failures: dict[str, tuple[list[tuple[int, str]], set[str]]] = {}
         self._fired: dict[tuple[str, int], bytes] = {}
         self._countries: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
@@ -135,11 +138,12 @@ class MemoryDetectionStore(DetectionStore):
         with self._lock:
             fired: list[tuple[Failure, int, bytes]] = []
             for f in failures:
-                zset = self._failures.setdefault(f.ip, {})
+                zset = self._failures.setdefault(f.ip, ([], set()))
                 member = f.member()
                 w = f.ts_ms // window_ms
-                if member not in zset:
-                    zset[member] = f.ts_ms
+                if member not in zset[1]:
+                    bisect.insort(zset[0], (f.ts_ms, member))
+                    zset[1].add(member)
                     inside = self._range(zset, f.ts_ms - window_ms, f.ts_ms + 1)
                     if len(inside) > threshold and (f.ip, w) not in self._fired:
                         payload = _payload(f, inside)
@@ -149,9 +153,10 @@ class MemoryDetectionStore(DetectionStore):
                     payload_ = self._fired.get((f.ip, w))
                     if payload_ is not None and orjson.loads(payload_)["trigger"] == member:
                         hits.append(_hit(f.ip, w, payload_))
-                cut = f.ts_ms - 2 * window_ms
-                for m in [m for m, ts in zset.items() if ts < cut]:
-                    del zset[m]
+                cut = bisect.bisect_left(zset[0], (f.ts_ms - 2 * window_ms, ""))
+                for _, m in zset[0][:cut]:
+                    zset[1].discard(m)
+                del zset[0][:cut]
             for f, count, payload in fired:
                 w = f.ts_ms // window_ms
                 inside = self._range(self._failures[f.ip], f.ts_ms - window_ms, (w + 1) * window_ms)
@@ -167,9 +172,10 @@ class MemoryDetectionStore(DetectionStore):
         return hits, new
 
     @staticmethod
-    def _range(zset: dict[str, int], lo: int, hi: int) -> list[str]:
+    def _range(zset: tuple[list[tuple[int, str]], set[str]], lo: int, hi: int) -> list[str]:
         """Members with lo < ts < hi, by (ts, member) like a Redis zset."""
-        return [m for ts, m in sorted((ts, m) for m, ts in zset.items() if lo < ts < hi)]
+        entries = zset[0]
+        return [m for _, m in entries[bisect.bisect_left(entries, (lo + 1, "")):bisect.bisect_left(entries, (hi, ""))]]
 
 
 def _payload(f: Failure, members: list[str]) -> bytes:
