@@ -15,7 +15,7 @@ venv: $(BIN)/audit-ingest
 
 # Parse and enrich the sample logs: no Redis, no Elasticsearch needed.
 demo: venv
-	$(BIN)/audit-ingest parse --config examples/demo.toml examples/logs/*.log
+	$(BIN)/audit-ingest parse --config examples/demo.toml --reference-time 2020-12-31T00:00:00Z examples/logs/*.log
 
 test: venv
 	$(BIN)/python -m pytest -q
