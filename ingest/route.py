@@ -129,20 +129,30 @@ class Router:
         if not isinstance(message, str):
             code = "no_message" if message is None else "message_not_string"
             return DeadLetter(raw, "decode", code, f"event has no string `message` field: {quote(raw.decode())}")
-        path = _get(event, "log", "file", "path")
+        # Filebeat 7.x/8.x: log.file.path, log.offset, host.name; 6.x: source, offset, beat.hostname
+        path: Any = None
+        offset: Any = None
+        log = event.get("log")
+        if type(log) is dict:
+            file = log.get("file")
+            if type(file) is dict:
+                path = file.get("path")
+            offset = log.get("offset")
         if not isinstance(path, str):
-            path = event.get("source") if isinstance(event.get("source"), str) else None
+            path = event.get("source")
+            if not isinstance(path, str):
+                path = None
+        if not isinstance(offset, int):
+            offset = event.get("offset")
+            if not isinstance(offset, int):
+                offset = None
         kind = self._kind(event, path)
         if kind is None:
             return DeadLetter(raw, "route", "no_route",
                               f"no route for this event (path {quote(path)}, no {self.config.field_route}, no module)")
-        offset = _get(event, "log", "offset")
-        if not isinstance(offset, int):
-            offset = event.get("offset") if isinstance(event.get("offset"), int) else None
-        host = _get(event, "host", "name")
+        host_field = event.get("host")
+        host = host_field.get("name") if type(host_field) is dict else host_field
         if not isinstance(host, str):
-            host = event.get("host") if isinstance(event.get("host"), str) else None
-        if host is None:
             host = _get(event, "agent", "hostname") or _get(event, "beat", "hostname")
         read_at = None
         ts = event.get("@timestamp")

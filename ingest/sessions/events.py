@@ -115,9 +115,17 @@ def mark_of(doc: dict[str, Any]) -> Mark | None:
     return Mark(kind, key, role, ts, action, _pick(doc, paths))
 
 
+#: Every event.action that can play a part in a session: anything else is dismissed at once.
+_SESSION_ACTIONS = frozenset({"ssh_login", "session_closed", "ssh_disconnect", "vpn_connect", "vpn_disconnect",
+                              "vpn_ip_assigned", "session.start", "session.end"})
+
+
 def _classify(doc: dict[str, Any]) -> tuple[str, Role, str] | None:
+    event = doc.get("event")
+    action = event.get("action") if isinstance(event, dict) else None
+    if action not in _SESSION_ACTIONS:
+        return None
     doc_type = doc.get("type")
-    action = get_path(doc, "event.action")
     if doc_type == "auth":
         return _ssh(doc, action)
     if doc_type == "openvpn":
