@@ -237,6 +237,13 @@ class Worker:
         indexed = len(result.actions) - len(rejected)
         self._ack(dead)
         self.metrics.events_indexed.inc(indexed)
+        made = {"session": 0, "alert": 0}
+        for action in result.actions:
+            kind = action.doc.get("type")
+            if kind in made:
+                made[kind] += 1
+        self.metrics.sessions.inc(made["session"])
+        self.metrics.alerts.inc(made["alert"])
         for r in rejected:
             self.metrics.events_rejected.labels(str(r.status)).inc()
         for d in dead:
@@ -306,6 +313,8 @@ class Worker:
         entries = self.deadletters.entries(dead)
         self._retry_redis("ack", lambda: self.source.ack(entries, self.deadletters.key,
                                                           self.deadletters.max_length))
+        if self.source.last_trimmed:
+            self.metrics.dead_trimmed.inc(self.source.last_trimmed)
 
     def _give_back(self) -> None:
         self._retry_redis("give back", self.source.give_back)

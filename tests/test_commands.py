@@ -105,3 +105,44 @@ def test_index_prefix_is_validated_once_in_settings() -> None:
             load_settings(overrides={"index": {"prefix": bad}})
         assert e.value.key == "index.prefix"
     assert load_settings(overrides={"index": {"prefix": "logs-audit-"}}).index.prefix == "logs-audit-"
+
+
+def test_worker_counts_sessions_alerts_and_trimmed_dead_letters(es_double: ESDouble,  # noqa: F811
+                                                                redis_server: RedisServer) -> None:
+    from datetime import UTC, datetime
+
+    from ingest.pipeline import wrap_line
+    from ingest.settings import load_settings
+    from ingest.worker import build_worker
+
+    url = f"redis://127.0.0.1:{redis_server.port}/4"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    read_at = datetime(2020, 12, 31, tzinfo=UTC)
+    events = [wrap_line(line, path=f"/var/log/{name}", offset=n, kind="auth", read_at=read_at)
+              for name in ("auth.log", "bruteforce.log")
+              for n, line in enumerate(open(f"{SAMPLES}/{name}").read().splitlines())]
+    client.rpush("filebeat", *events, b"not json", b"[1]", b'{"no": "message"}')
+    settings = load_settings(overrides={
+        "redis": {"url": url, "batch_size": 500, "batch_wait": "PT0.2S"},
+        "elasticsearch": {"hosts": [es_double.url]}, "metrics": {"enabled": False},
+        "keys": {"authorized_keys": ["tests/data/keys/authorized_keys"]},
+        "deadletter": {"max_length": 1}})
+    worker, close = build_worker(settings)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while (client.llen("filebeat") or not client.llen("filebeat:dead")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        worker.stop()
+        thread.join(30)
+        close()
+    sample = worker.metrics.registry.get_sample_value
+    assert sample("audit_ingest_sessions_total") == 3  # a3/11741, a3/11902, web-2/2219
+    assert sample("audit_ingest_alerts_total") == 3  # one brute force, two unmapped keys
+    assert client.llen("filebeat:dead") == 1
+    assert sample("audit_ingest_dead_letters_trimmed_total") == 2
+    client.close()

@@ -175,18 +175,24 @@ return redis.call('LRANGE', KEYS[2], 0, -1)
 """
 
 # KEYS: processing, dead   ARGV: max_dead (0 = unbounded), entries...
+# Returns -1 if the batch was gone, else how many old dead letters the cap trimmed.
 _ACK = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local n = #ARGV - 1
+local trimmed = 0
 if n > 0 then
+  local len = 0
   for i = 2, #ARGV, 1000 do
-    redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+    len = redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
   end
   local cap = tonumber(ARGV[1])
-  if cap > 0 then redis.call('LTRIM', KEYS[2], -cap, -1) end
+  if cap > 0 and len > cap then
+    redis.call('LTRIM', KEYS[2], -cap, -1)
+    trimmed = len - cap
+  end
 end
 redis.call('DEL', KEYS[1])
-return n
+return trimmed
 """
 
 # KEYS: processing, main
@@ -245,6 +251,7 @@ class RedisListSource:
         self._hb_ok = True
         self._on_lost_owner = on_lost_owner
         self.in_flight = 0
+        self.last_trimmed = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -364,8 +371,11 @@ class RedisListSource:
                                             args=[dead_max or 0, *dead_entries]))
         self.in_flight = 0
         if done == -1:
+            self.last_trimmed = 0
             log.warning("batch already gone from %s at ack (recovered by another worker?)", self.processing_key)
             return False
+        #: old dead letters dropped by the last ack because the dead list reached its max_length
+        self.last_trimmed = int(done)
         return True
 
     def give_back(self) -> int:
