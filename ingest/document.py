@@ -37,19 +37,6 @@ def set_path(doc: dict[str, Any], path: str, value: Any) -> None:
     cur[parts[-1]] = value
 
 
-def pop_path(doc: dict[str, Any], path: str, default: Any = None) -> Any:
-    """Remove and return the value at dotted ``path``; empty parent objects are left in place."""
-    parts = path.split(".")
-    cur: Any = doc
-    for part in parts[:-1]:
-        cur = cur.get(part) if isinstance(cur, dict) else None
-        if cur is None:
-            return default
-    if not isinstance(cur, dict):
-        return default
-    return cur.pop(parts[-1], default)
-
-
 def add_tag(doc: dict[str, Any], tag: str) -> None:
     """Append ``tag`` to ``doc["tags"]`` once."""
     tags = doc.setdefault("tags", [])

@@ -120,9 +120,6 @@ class PatternLibrary:
     def __contains__(self, name: str) -> bool:
         return name in self._definitions
 
-    def definition(self, name: str) -> Definition:
-        return self._definitions[name]
-
     def _new_group(self, reference: str, type_name: str | None, *, where: str) -> str:
         convert = None
         if type_name:

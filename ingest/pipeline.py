@@ -25,18 +25,11 @@ from ingest.parsers.base import REGISTRY, LineContext, Parser
 from ingest.parsers.resources import ParserResources
 from ingest.route import Routed, Router, quote
 from ingest.sessions import SessionPairer
+from ingest.sinks.elasticsearch import index_for
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-
-
-def index_name(doc: dict[str, Any], prefix: str) -> str:
-    """``<prefix>YYYY.MM.DD`` from the UTC date of ``@timestamp`` (always ``YYYY-MM-DDT...Z`` here)."""
-    ts = doc.get("@timestamp")
-    if not isinstance(ts, str) or len(ts) < 10:
-        ts = format_timestamp(datetime.now(UTC))
-    return f"{prefix}{ts[0:4]}.{ts[5:7]}.{ts[8:10]}"
 
 
 class Pipeline:
@@ -112,11 +105,11 @@ class Pipeline:
             enricher.enrich_batch(docs)
         prefix = self.index_prefix
         ids = [r.document_id() for r in kept]
-        result.actions = [IndexAction(index_name(doc, prefix), doc_id, doc, r.raw)
+        result.actions = [IndexAction(index_for(doc.get("@timestamp"), prefix), doc_id, doc, r.raw)
                           for doc, doc_id, r in zip(docs, ids, kept, strict=True)]
         if self.pairer is not None:
             for doc_id, doc in self.pairer.process_batch(docs) + self.pairer.expire():
-                result.actions.append(IndexAction(index_name(doc, prefix), doc_id, doc, None))
+                result.actions.append(IndexAction(index_for(doc.get("@timestamp"), prefix), doc_id, doc, None))
         for stage in self.post:  # detections: they see the batch's documents and their ids
             result.actions.extend(stage.process_batch(docs, ids))
         return result

@@ -39,6 +39,7 @@ from ingest.detect.rules import (
 from ingest.detect.store import BruteForceHit, DetectionStore, Failure, Login, NewCountryHit
 from ingest.document import format_timestamp, get_path, parse_timestamp
 from ingest.model import IndexAction
+from ingest.sinks.elasticsearch import index_for
 
 Clock = Callable[[], datetime]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -170,6 +171,4 @@ class DetectionStage:
         return action
 
     def _action(self, doc_id: str, alert: dict[str, Any]) -> IndexAction:
-        ts = alert["@timestamp"]
-        index = f"{self.config.index_prefix}{ts[0:4]}.{ts[5:7]}.{ts[8:10]}"
-        return IndexAction(index, doc_id, alert, None)
+        return IndexAction(index_for(alert["@timestamp"], self.config.index_prefix), doc_id, alert, None)

@@ -164,7 +164,12 @@ def index_for(timestamp: object, prefix: str = "audit-", *,
     A missing or unparsable timestamp gives today's (UTC) index: the document is still stored,
     where a search for "now" finds it. Callers that want to tag such documents check
     ``parse_index_day(ts) is None`` first.
+
+    Fast path: ``@timestamp`` as the pipeline writes it (``YYYY-MM-DDT...Z``, already UTC) is sliced,
+    not parsed: this runs for every document.
     """
+    if isinstance(timestamp, str) and len(timestamp) >= 20 and timestamp[-1] == "Z" and timestamp[10] == "T":
+        return f"{prefix}{timestamp[0:4]}.{timestamp[5:7]}.{timestamp[8:10]}"
     day = parse_index_day(timestamp)
     if day is None:
         today = now()

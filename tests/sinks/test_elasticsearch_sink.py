@@ -400,3 +400,9 @@ def test_index_for_falls_back_to_today_utc() -> None:
     assert index_for("garbage", "audit-", now=now) == "audit-2025.01.02"
     assert index_for(None, "logs-", now=now) == "logs-2025.01.02"
     assert index_for("2024-05-17T16:02:03Z") == "audit-2024.05.17"
+
+
+def test_index_for_fast_path_agrees_with_parsing() -> None:
+    for ts in ("2024-05-17T16:02:03.412271Z", "2020-12-31T23:59:59.999999Z", "2021-01-01T00:00:00.000000Z"):
+        assert index_for(ts, "audit-") == "audit-" + parse_index_day(ts)  # type: ignore[operator]
+    assert index_for("2024-05-17T23:30:00-02:00", "audit-") == "audit-2024.05.18"  # not sliced: converted
