@@ -160,3 +160,21 @@ def test_sigterm_while_elasticsearch_is_down_gives_the_batch_back(procs: Procs, 
     wait_for(lambda: finished(redis_client, es_double, expected), 30, "indexed once ES is back")
     assert procs.terminate_all()["d2"] == 0
     check_end_state(redis_client, es_double, expected)
+
+
+def test_second_sigterm_gives_the_batch_back_at_once(procs: Procs, redis_client: redis.Redis,
+                                                     es_double: ESDouble) -> None:  # noqa: F811
+    raws = sample_events(100, host="sigterm-twice")
+    es_double.down()
+    redis_client.rpush("filebeat", *raws)
+    proc = procs.start("t1", shutdown_timeout=60)  # the first signal alone would wait a minute
+    wait_for(lambda: redis_client.llen("filebeat:processing:t1") == 50, 20, "first batch taken")
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert proc.poll() is None  # still waiting for Elasticsearch within the shutdown timeout
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0, procs.log("t1")[-3000:]
+    assert time.monotonic() - t0 < 10
+    assert redis_client.lrange("filebeat", 0, -1) == raws  # given back at the head, in order
+    assert lists_empty_but_dead(redis_client) == ["filebeat"]
