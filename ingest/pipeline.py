@@ -9,6 +9,7 @@ worker indexes.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
+#: Seconds between two scans for timed-out sessions (each scan is a Redis round trip).
+EXPIRE_INTERVAL = 1.0
+
 
 class Pipeline:
     def __init__(self, *, router: Router, parsers: dict[str, Parser], enrichers: list[Enricher],
@@ -42,6 +46,7 @@ class Pipeline:
         self.pairer = pairer
         self.index_prefix = index_prefix
         self.clock = clock
+        self._last_expire = float("-inf")
         #: later stages that see the finished documents (and their ids) and may add their own (detections)
         self.post = post or []
 
@@ -108,7 +113,12 @@ class Pipeline:
         result.actions = [IndexAction(index_for(doc.get("@timestamp"), prefix), doc_id, doc, r.raw)
                           for doc, doc_id, r in zip(docs, ids, kept, strict=True)]
         if self.pairer is not None:
-            for doc_id, doc in self.pairer.process_batch(docs) + self.pairer.expire():
+            closed = self.pairer.process_batch(docs)
+            tick = time.monotonic()
+            if tick - self._last_expire >= EXPIRE_INTERVAL:  # timeouts are hours: no need to scan every batch
+                self._last_expire = tick
+                closed += self.pairer.expire()
+            for doc_id, doc in closed:
                 result.actions.append(IndexAction(index_for(doc.get("@timestamp"), prefix), doc_id, doc, None))
         for stage in self.post:  # detections: they see the batch's documents and their ids
             result.actions.extend(stage.process_batch(docs, ids))

@@ -146,3 +146,19 @@ def test_worker_counts_sessions_alerts_and_trimmed_dead_letters(es_double: ESDou
     assert client.llen("filebeat:dead") == 1
     assert sample("audit_ingest_dead_letters_trimmed_total") == 2
     client.close()
+
+
+def test_run_starts_when_elasticsearch_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The template cannot be checked: the worker starts anyway and waits for Elasticsearch."""
+    from ingest.cli import _template_present
+    from ingest.settings import load_settings
+    from tests.redis_server import free_port
+
+    settings = load_settings(overrides={"elasticsearch": {"hosts": [f"http://127.0.0.1:{free_port()}"],
+                                                          "request_timeout": 2}})
+    assert _template_present(settings) is None
+    started = []
+    monkeypatch.setattr("ingest.worker.build_worker", lambda s: (type("W", (), {
+        "install_signal_handlers": lambda self: None, "run": lambda self: started.append(1) or 0})(), lambda: None))
+    monkeypatch.setenv("AUDIT_INGEST_ELASTICSEARCH__HOSTS", f'["http://127.0.0.1:{free_port()}"]')
+    assert main(["run"]) == 0 and started == [1]
