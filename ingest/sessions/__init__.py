@@ -4,7 +4,7 @@ user + real address, Teleport by session id).
     store = RedisSessionStore(redis_client, config)      # or MemorySessionStore(config)
     pairer = SessionPairer(store, clock=...)
     for doc_id, doc in pairer.process_batch(parsed_docs) + pairer.expire():
-        IndexAction(index=index_for(doc), id=doc_id, doc=doc)
+        IndexAction(index=index_for(doc["@timestamp"], prefix), id=doc_id, doc=doc)  # ingest.sinks.elasticsearch
 
 Modules: ``config`` (SessionConfig), ``events`` (which document plays which part),
 ``state`` (pure transitions), ``store`` (memory / Redis), ``doc`` (the session document),
