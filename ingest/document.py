@@ -6,6 +6,7 @@ sends them. Code addresses fields by dotted path (``"source.ip"``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,6 +53,47 @@ def add_related(doc: dict[str, Any], kind: str, value: Any) -> None:
     values = related.setdefault(kind, [])
     if value not in values:
         values.append(value)
+
+
+def _merge_related(doc: dict[str, Any], kind: str, values: list[Any]) -> None:
+    related = doc.get("related")
+    if related is None:
+        doc["related"] = {kind: values}
+        return
+    present = related.get(kind)
+    if present is None:
+        related[kind] = values
+        return
+    for value in values:
+        if value not in present:
+            present.append(value)
+
+
+def related_writer(paths: dict[str, tuple[tuple[str, ...], ...]]) -> Callable[[dict[str, Any]], None]:
+    """Generate ``write(doc)``: for each ``related.<kind>`` the values at its field paths, as
+    :func:`add_related` would add them one by one (once each, skipping empty ones), without a
+    generic path walk per field: this runs for every document."""
+    lines = ["def write(doc):"]
+    for number, (kind, kind_paths) in enumerate(paths.items()):
+        out = f"r{number}"
+        lines.append(f"    {out} = []")
+        for path in kind_paths:
+            indent, node = "    ", "doc"
+            for depth, part in enumerate(path[:-1]):
+                child = f"n{depth}"
+                lines.append(f"{indent}{child} = {node}.get({part!r})")
+                lines.append(f"{indent}if type({child}) is dict:")
+                indent, node = indent + "    ", child
+            lines.append(f"{indent}v = {node}.get({path[-1]!r})")
+            lines.append(f"{indent}if v is not None and v != '' and v not in {out}:")
+            lines.append(f"{indent}    {out}.append(v)")
+        lines.append(f"    if {out}:")
+        lines.append(f"        _merge(doc, {kind!r}, {out})")
+    if len(lines) == 1:
+        lines.append("    pass")
+    env: dict[str, Any] = {"_merge": _merge_related}
+    exec("\n".join(lines), env)  # noqa: S102 - generated from the parsers' own field lists
+    return env["write"]  # type: ignore[no-any-return]
 
 
 def flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -205,19 +205,27 @@ class Grok:
     """A compiled grok expression. ``match`` returns nested captures or ``None``.
 
     ``apply`` writes a match's captures into a document; it is generated once per expression as
-    straight-line Python (one ``if`` per capture, the nesting spelled out), because this runs for
-    every line and a generic loop over paths costs several times more.
+    straight-line Python (see :func:`make_writer`), because this runs for every line and a generic
+    loop over paths costs several times more. :meth:`writer` makes the same with constant fields
+    and tags added on a match (a rule's ``set`` and ``tags``), in one call.
     """
 
-    __slots__ = ("expression", "_regex", "search", "apply")
+    __slots__ = ("expression", "_regex", "search", "apply", "_fields")
 
     def __init__(self, expression: str, compiled: Any, captures: dict[str, Capture]) -> None:
         self.expression = expression
         self._regex = compiled
         self.search = compiled.search
-        fields = [(name, captures[name].path, captures[name].convert)
-                  for name in compiled.groupindex if name in captures]
-        self.apply = _make_apply(fields)
+        # in group order: where two groups write one field (IPv4 or IPv6 source), the later non-empty wins
+        self._fields = [(index, captures[name].path, captures[name].convert)
+                        for name, index in sorted(compiled.groupindex.items(), key=lambda item: item[1])
+                        if name in captures]
+        self.apply = make_writer(self._fields)
+
+    def writer(self, constants: Iterable[tuple[tuple[str, ...], Any]] = (),
+               tags: Iterable[str] = ()) -> Callable[[Any, dict[str, Any]], None]:
+        """``apply`` plus constant fields and tags, as one generated function."""
+        return make_writer(self._fields, tuple(constants), tuple(tags))
 
     def match(self, text: str, pos: int = 0) -> dict[str, Any] | None:
         m = self.search(text, pos)
@@ -235,27 +243,94 @@ def _convert(convert: Callable[[str], Any], value: str) -> Any:
         return value  # Logstash keeps the string when a conversion fails
 
 
-def _make_apply(fields: list[tuple[str, tuple[str, ...], Callable[[str], Any] | None]]
-                ) -> Callable[[Any, dict[str, Any]], None]:
-    """Source of ``apply(m, doc)`` for these captures; empty captures are skipped."""
-    lines = ["def apply(m, doc):", "    g = m.group"]
-    env: dict[str, Any] = {"_convert": _convert}
-    for i, (name, path, convert) in enumerate(fields):
-        lines.append(f"    v = g({name!r})")
-        lines.append("    if v:")
-        if convert is not None:
-            env[f"c{i}"] = convert
-            lines.append(f"        v = _convert(c{i}, v)")
-        target = "doc"
-        for depth, part in enumerate(path[:-1]):
-            node = f"n{depth}"
-            lines.append(f"        {node} = {target}.get({part!r})")
-            lines.append(f"        if type({node}) is not dict:")
-            lines.append(f"            {node} = {target}[{part!r}] = {{}}")
-            target = node
-        lines.append(f"        {target}[{path[-1]!r}] = v")
-    exec("\n".join(lines), env)  # noqa: S102 - generated from our own capture table only
-    return env["apply"]  # type: ignore[no-any-return]
+def _add_tag(doc: dict[str, Any], tag: str) -> None:
+    tags = doc.setdefault("tags", [])
+    if tag not in tags:
+        tags.append(tag)
+
+
+_LITERAL_TYPES = (str, int, float, bool, type(None))
+
+
+def _is_literal(value: Any) -> bool:
+    """A value whose ``repr`` is Python source for an equal, fresh object."""
+    if isinstance(value, _LITERAL_TYPES):
+        return True
+    if isinstance(value, list):
+        return all(_is_literal(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_literal(v) for k, v in value.items())
+    return False
+
+
+class _Source:
+    """Lines of a generated writer, with one local per parent object, found or made on first use."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.parents: dict[tuple[str, ...], str] = {}
+
+    def parent(self, path: tuple[str, ...]) -> str:
+        if not path:
+            return "doc"
+        if path not in self.parents:
+            self.parents[path] = f"p{len(self.parents)}"
+        return self.parents[path]
+
+    def resolve(self, path: tuple[str, ...], indent: str) -> None:
+        """Code that makes sure the local for ``path`` holds the (created if needed) object there."""
+        if not path:
+            return
+        var = self.parent(path)
+        self.lines.append(f"{indent}if {var} is None:")
+        self.resolve(path[:-1], indent + "    ")
+        above = self.parent(path[:-1])
+        key = path[-1]
+        self.lines.append(f"{indent}    {var} = {above}.get({key!r})")
+        self.lines.append(f"{indent}    if type({var}) is not dict:")
+        self.lines.append(f"{indent}        {var} = {above}[{key!r}] = {{}}")
+
+    def assign(self, path: tuple[str, ...], value: str, indent: str) -> None:
+        self.resolve(path[:-1], indent)
+        self.lines.append(f"{indent}{self.parent(path[:-1])}[{path[-1]!r}] = {value}")
+        if path in self.parents:  # a scalar replaced an object some later write would reuse
+            self.lines.append(f"{indent}{self.parents[path]} = None")
+
+
+def make_writer(fields: list[tuple[int, tuple[str, ...], Callable[[str], Any] | None]],
+                constants: tuple[tuple[tuple[str, ...], Any], ...] = (),
+                tags: tuple[str, ...] = ()) -> Callable[[Any, dict[str, Any]], None]:
+    """Generate ``write(m, doc)``: the non-empty captures of ``m`` (group index, field path,
+    conversion), then ``constants`` (path, value; lists and dicts are fresh per document), then
+    ``tags``. One ``m.group(...)`` call fetches every capture; each parent object is looked up once."""
+    src = _Source()
+    env: dict[str, Any] = {"_convert": _convert, "_add_tag": _add_tag}
+    body = src.lines
+    if fields:
+        names = [f"v{i}" for i in range(len(fields))]
+        indices = ", ".join(str(index) for index, _, _ in fields)
+        body.append(f"    {', '.join(names)}{',' if len(fields) == 1 else ''} = m.group({indices})"
+                    if len(fields) > 1 else f"    v0 = m.group({indices})")
+        for i, (_, path, convert) in enumerate(fields):
+            body.append(f"    if v{i}:")
+            value = f"v{i}"
+            if convert is not None:
+                env[f"c{i}"] = convert
+                value = f"_convert(c{i}, v{i})"
+            src.assign(path, value, "        ")
+    for i, (path, value) in enumerate(constants):
+        if _is_literal(value):
+            literal = repr(value)
+        else:  # e.g. a TOML date: shared, never mutated by us
+            env[f"k{i}"] = value
+            literal = f"k{i}"
+        src.assign(path, literal, "    ")
+    for tag in tags:
+        body.append(f"    _add_tag(doc, {tag!r})")
+    head = ["def write(m, doc):"] + [f"    {var} = None" for var in src.parents.values()]
+    code = "\n".join(head + (body or ["    pass"]))
+    exec(code, env)  # noqa: S102 - generated from our own capture table and rule constants only
+    return env["write"]  # type: ignore[no-any-return]
 
 
 def default_pattern_folders() -> list[Path]:

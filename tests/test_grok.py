@@ -115,3 +115,38 @@ def test_rules_with_a_literal_start_skip_other_lines() -> None:
     doc = parser.parse("May 17 15:26:00 a3 sshd[1]: Accepted password for x from 10.0.0.1 port 2 ssh2",
                        LineContext(now=datetime(2020, 12, 31, tzinfo=UTC)))
     assert doc["system"]["auth"]["ssh"]["event"] == "Accepted"
+
+
+def test_writer_adds_constants_fresh_per_document_and_tags(tmp_path: Path) -> None:
+    lib = library(tmp_path, "")
+    grok = lib.compile(r"^%{WORD:[event][action]} %{INT:[process][pid]:int}$", origin="test")
+    write = grok.writer(((("event", "category"), ["authentication"]), (("event", "outcome"), "success"),
+                         (("labels",), {"team": "ops"})), ("ssh", "ssh"))
+    first: dict = {"event": {"kind": "event"}}
+    write(grok.search("login 42"), first)
+    assert first == {"event": {"kind": "event", "action": "login", "category": ["authentication"],
+                               "outcome": "success"},
+                     "process": {"pid": 42}, "labels": {"team": "ops"}, "tags": ["ssh"]}
+    first["event"]["category"].append("session")  # a later stage mutating one document...
+    first["labels"]["team"] = "dev"
+    second: dict = {}
+    write(grok.search("logout 7"), second)
+    assert second["event"]["category"] == ["authentication"]  # ...does not change the next one
+    assert second["labels"] == {"team": "ops"}
+
+
+def test_writer_later_non_empty_group_wins_and_scalar_replaces_object(tmp_path: Path) -> None:
+    lib = library(tmp_path, "")
+    # two groups for one field (as SSH_SOURCE has for IPv4/IPv6): the non-empty one is kept
+    grok = lib.compile(r"^(?:%{IPV4:[source][ip]}|%{IPV6:[source][ip]})$", origin="test")
+    assert grok.match("2001:db8::1") == {"source": {"ip": "2001:db8::1"}}
+    assert grok.match("81.2.69.160") == {"source": {"ip": "81.2.69.160"}}
+    # a capture whose path is the parent of another's: the later write decides, as field by field
+    grok = lib.compile(r"^%{WORD:[a][b]} %{WORD:[a]} %{WORD:[a][c]}$", origin="test")
+    assert grok.match("x y z") == {"a": {"c": "z"}}
+    grok = lib.compile(r"^%{WORD:[a][b]} %{WORD:[a]}$", origin="test")
+    assert grok.match("x y") == {"a": "y"}
+    nested = lib.compile(r"^%{WORD:[a][b]}$", origin="test")
+    doc: dict = {"a": "scalar already there"}
+    nested.apply(nested.search("x"), doc)
+    assert doc == {"a": {"b": "x"}}

@@ -13,6 +13,8 @@ from ingest.document import get_path
 
 UNMAPPED = "SSH Key Not Mapped"
 FAILURE_ACTIONS = frozenset({"ssh_login", "authentication_failure", "vpn_auth_failed"})
+#: every ``event.action`` some rule looks at (failures, SSH/VPN/Teleport logins): others are dismissed
+RULE_ACTIONS = FAILURE_ACTIONS | {"vpn_connect", "auth"}
 
 Network = IPv4Network | IPv6Network
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from ingest.detect.config import DetectionConfig
 from ingest.detect.rules import (
+    RULE_ACTIONS,
     allowed_for,
     country_subject,
     event_key,
@@ -82,7 +83,10 @@ class DetectionStage:
         logins: list[Login] = []
         by_key: dict[str, dict[str, Any]] = {}
         for doc, key in zip(docs, keys, strict=True):
-            if doc.get("type") == "alert":
+            event = doc.get("event")
+            # most documents (commands, auditd, PAM, sudo...) play no part in any rule: dismiss them
+            # before any other lookup
+            if type(event) is not dict or event.get("action") not in RULE_ACTIONS or doc.get("type") == "alert":
                 continue
             if cfg.unmapped_key.enabled and is_unmapped_key_login(doc):
                 out.append(self._alert("unmapped_key", doc, key, created,

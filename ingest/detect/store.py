@@ -144,8 +144,8 @@ class MemoryDetectionStore(DetectionStore):
                 if member not in zset[1]:
                     bisect.insort(zset[0], (f.ts_ms, member))
                     zset[1].add(member)
-                    inside = self._range(zset, f.ts_ms - window_ms, f.ts_ms + 1)
-                    if len(inside) > threshold and (f.ip, w) not in self._fired:
+                    if self._count(zset, f.ts_ms - window_ms, f.ts_ms + 1) > threshold and (f.ip, w) not in self._fired:
+                        inside = self._range(zset, f.ts_ms - window_ms, f.ts_ms + 1)
                         payload = _payload(f, inside)
                         self._fired[(f.ip, w)] = payload
                         fired.append((f, len(inside), payload))
@@ -170,6 +170,12 @@ class MemoryDetectionStore(DetectionStore):
                 if raised:
                     new.append(NewCountryHit(login, known))
         return hits, new
+
+    @staticmethod
+    def _count(zset: tuple[list[tuple[int, str]], set[str]], lo: int, hi: int) -> int:
+        """How many members :meth:`_range` would return, without building the list (a burst is long)."""
+        entries = zset[0]
+        return bisect.bisect_left(entries, (hi, "")) - bisect.bisect_left(entries, (lo + 1, ""))
 
     @staticmethod
     def _range(zset: tuple[list[tuple[int, str]], set[str]], lo: int, hi: int) -> list[str]:
@@ -223,7 +229,7 @@ for i = 1, #KEYS / 2 do
   local member, ts, lo, cut, hi = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
   if redis.call('ZADD', zkey, 'NX', ts, member) == 1 then
     local count = redis.call('ZCOUNT', zkey, lo, ts)
-    if count > threshold then
+    if count > threshold and redis.call('EXISTS', fkey) == 0 then
       local members = redis.call('ZRANGEBYSCORE', zkey, lo, ts)
       local payload = cjson.encode({ts = ts, count = count, trigger = member, members = members})
       if redis.call('SET', fkey, payload, 'NX', 'PX', ttl) then

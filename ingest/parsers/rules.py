@@ -9,6 +9,7 @@ pattern change, not a code change.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ class Rule:
     tags: tuple[str, ...] = ()
     #: literal text every match starts with ('' if none): lines without it skip the regex
     prefix: str = ""
+    #: ``write(m, doc)``: the captures of a match, then ``set_fields`` and ``tags`` (generated code)
+    write: Callable[[Any, dict[str, Any]], None] | None = None
 
 
 _META = set("\\[](){}.*+?|^$%")
@@ -93,12 +96,16 @@ def load_rules(path: Path, library: PatternLibrary) -> RuleSet:
         set_fields = raw.get("set", {})
         if not isinstance(set_fields, dict):
             raise PatternError("`set` must be a table of dotted field names to values", path=origin)
+        grok = library.compile(raw["match"], origin=origin)
+        constants = tuple((tuple(k.split(".")), v) for k, v in set_fields.items())
+        tags = tuple(raw.get("tags", ()))
         rules.append(Rule(
             name=name,
-            grok=library.compile(raw["match"], origin=origin),
+            grok=grok,
             programs=frozenset(p.lower() for p in programs) if programs is not None else None,
-            set_fields=tuple((tuple(k.split(".")), v) for k, v in set_fields.items()),
-            tags=tuple(raw.get("tags", ())),
+            set_fields=constants,
+            tags=tags,
             prefix=literal_prefix(raw["match"]),
+            write=grok.writer(constants, tags),
         ))
     return RuleSet(str(path), header, rules)

@@ -6,10 +6,9 @@ of that program on the rest of the line (first match wins), then add the kind's 
 
 from __future__ import annotations
 
-import copy
 from typing import Any, ClassVar
 
-from ingest.document import add_related, add_tag, format_timestamp
+from ingest.document import add_tag, format_timestamp, related_writer
 from ingest.parsers.base import PARSE_FAILURE_TAG, LineContext, Parser, register
 from ingest.parsers.resources import ParserResources
 
@@ -25,6 +24,8 @@ class RulesParser(Parser):
         self.resources = resources
         self.rules = resources.rules(self.kind)
         self.clock = resources.clock
+        self._related = related_writer({"user": self.related_users, "ip": self.related_ips,
+                                        "hosts": (("host", "hostname"),)})
 
     def parse(self, line: str, ctx: LineContext) -> dict[str, Any]:
         doc = self.base_document(line)
@@ -46,17 +47,7 @@ class RulesParser(Parser):
             m = rule.grok.search(body)
             if m is None:
                 continue
-            rule.grok.apply(m, doc)
-            for path, value in rule.set_fields:
-                cur = doc
-                for part in path[:-1]:
-                    nxt = cur.get(part)
-                    if not isinstance(nxt, dict):
-                        nxt = cur[part] = {}
-                    cur = nxt
-                cur[path[-1]] = copy.copy(value) if isinstance(value, list) else value
-            for tag in rule.tags:
-                add_tag(doc, tag)
+            rule.write(m, doc)  # type: ignore[misc]  # set by load_rules
             break
         else:
             add_tag(doc, PARSE_FAILURE_TAG)
@@ -76,25 +67,8 @@ class RulesParser(Parser):
             doc["@timestamp"] = parsed[1]
 
     def finish(self, doc: dict[str, Any], ctx: LineContext) -> None:
-        """Derived fields common to every kind: ``related.*`` and ``host.name``."""
-        for path in self.related_users:
-            add_related(doc, "user", _get(doc, path))
-        for path in self.related_ips:
-            add_related(doc, "ip", _get(doc, path))
-        host = doc.get("host")
-        if host is not None and "hostname" in host:
-            add_related(doc, "hosts", host["hostname"])
-
-
-def _get(doc: dict[str, Any], path: tuple[str, ...]) -> Any:
-    cur: Any = doc
-    for part in path:
-        if not isinstance(cur, dict):
-            return None
-        cur = cur.get(part)
-        if cur is None:
-            return None
-    return cur
+        """Derived fields common to every kind: ``related.user``, ``related.ip``, ``related.hosts``."""
+        self._related(doc)
 
 
 @register

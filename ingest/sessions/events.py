@@ -136,15 +136,9 @@ def _classify(doc: dict[str, Any]) -> tuple[str, Role, str] | None:
 
 
 def _ssh(doc: dict[str, Any], action: Any) -> tuple[str, Role, str] | None:
-    if get_path(doc, "process.name") != "sshd":
-        return None
-    pid = get_path(doc, "process.pid")
-    host = _host(doc)
-    if host is None or isinstance(pid, bool) or not isinstance(pid, int | str) or str(pid) == "":
-        return None
     role: Role
     if action == "ssh_login":
-        if get_path(doc, "event.outcome") == "failure":
+        if doc["event"].get("outcome") == "failure":  # most ssh_login lines of a brute-force burst
             return None
         role = "login"
     elif action == "session_closed":
@@ -152,6 +146,13 @@ def _ssh(doc: dict[str, Any], action: Any) -> tuple[str, Role, str] | None:
     elif action == "ssh_disconnect" and _str(get_path(doc, "user.name")):
         role = "logout"  # without a user it is a preauth disconnect of a failed login
     else:
+        return None
+    process = doc.get("process")
+    if type(process) is not dict or process.get("name") != "sshd":
+        return None
+    pid = process.get("pid")
+    host = _host(doc)
+    if host is None or isinstance(pid, bool) or not isinstance(pid, int | str) or str(pid) == "":
         return None
     return "ssh", role, f"ssh|{host}|{pid}"
 
