@@ -14,6 +14,7 @@ import orjson
 
 from ingest.document import parse_timestamp
 from ingest.errors import ConfigError, IngestError
+from ingest.runtime import tune_gc
 from ingest.settings import ENV_PREFIX, Settings, load_settings, merge_overrides
 
 log = logging.getLogger("audit-ingest")
@@ -111,6 +112,7 @@ def cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(f"--reference-time is not an ISO 8601 time: {args.reference_time!r}") from e
     clock = (lambda: read_at) if read_at is not None else None
     pipeline = Pipeline.from_settings(settings, clock=clock)
+    tune_gc()
     out = sys.stdout.buffer
     counts = {"documents": 0, "sessions": 0, "alerts": 0, "dead": 0}
 
@@ -165,6 +167,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                   "(or start with --skip-template-check)", settings.index.prefix)
         return 2
     worker, close = build_worker(settings)
+    tune_gc()
     try:
         worker.install_signal_handlers()
         return worker.run()
