@@ -88,14 +88,18 @@ class Pipeline:
         docs: list[dict[str, Any]] = []
         kept: list[Routed] = []
         now = self.clock()
+        route, parsers, envelope = self.router.route, self.parsers, self._envelope
+        ctx = LineContext(now=now)  # one per batch, refilled per event: parsers do not keep it
         for raw in raws:
-            routed = self.router.route(raw)
-            if isinstance(routed, DeadLetter):
+            routed = route(raw)
+            if type(routed) is DeadLetter:
                 result.dead.append(routed)
                 continue
-            ctx = LineContext(now=routed.read_at or now, path=routed.path, host=routed.host)
+            ctx.now = routed.read_at or now
+            ctx.path = routed.path
+            ctx.host = routed.host
             try:
-                doc = self.parsers[routed.kind].parse(routed.message, ctx)
+                doc = parsers[routed.kind].parse(routed.message, ctx)
             except Exception as e:  # a parser bug must not stop the batch: keep the event
                 log.exception("parser %s failed on an event", routed.kind)
                 result.dead.append(DeadLetter(raw, "parse", "parser_error",
@@ -103,7 +107,7 @@ class Pipeline:
                 continue
             if "@timestamp" not in doc:  # a line with no readable time: when it was read
                 doc["@timestamp"] = format_timestamp(ctx.now)
-            self._envelope(doc, routed)
+            envelope(doc, routed)
             docs.append(doc)
             kept.append(routed)
         for enricher in self.enrichers:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ingest.document import parse_timestamp
 from ingest.model import DeadLetter
 
-KINDS = ("auth", "commands", "auditd", "openvpn", "teleport", "shell")
+KINDS = frozenset({"auth", "commands", "auditd", "openvpn", "teleport", "shell"})
 
 DEFAULT_PATH_ROUTES: list[tuple[str, str]] = [
     ("*/auth.log*", "auth"),
@@ -164,10 +164,16 @@ class Router:
         return Routed(raw, kind, message, path, offset, host if isinstance(host, str) else None, read_at, event)
 
     def _kind(self, event: dict[str, Any], path: str | None) -> str | None:
-        explicit = _get(event, *self._field_path)
-        if isinstance(explicit, str) and explicit in KINDS:
+        explicit: Any = event
+        for part in self._field_path:
+            explicit = explicit.get(part) if type(explicit) is dict else None
+        if type(explicit) is str and explicit in KINDS:
             return explicit
-        module = _get(event, "event", "module") or _get(event, "fileset", "module")
-        if module == "auditd":
-            return "auditd"
+        for holder in ("event", "fileset"):  # 7.x+ event.module, 6.x fileset.module
+            found = event.get(holder)
+            module = found.get("module") if type(found) is dict else None
+            if module:
+                if module == "auditd":
+                    return "auditd"
+                break
         return self.kind_for_path(path)

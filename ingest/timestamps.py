@@ -22,6 +22,7 @@ from ingest.document import format_timestamp
 
 _MONTHS = {name: number for number, name in enumerate(calendar.month_abbr) if name}
 _CACHE_LIMIT = 200_000
+_DAY = timedelta(days=1)
 
 
 def zone(name: str) -> tzinfo:
@@ -48,6 +49,8 @@ class SyslogClock:
         self._classic: dict[tuple[str, tzinfo, int], tuple[datetime, str] | None] = {}
         self._fields: dict[str, tuple[int, int, int, int, int, int] | None] = {}
         self._iso: dict[tuple[str, tzinfo], tuple[datetime, str] | None] = {}
+        #: (text, tz) -> (first reference, end reference, answer): see parse_classic
+        self._resolved: dict[tuple[str, tzinfo], tuple[datetime, datetime, tuple[datetime, str]]] = {}
 
     def parse(self, text: str, reference: datetime, tz: tzinfo) -> tuple[datetime, str] | None:
         """Either form; ``None`` if ``text`` is not a timestamp we understand."""
@@ -113,6 +116,11 @@ class SyslogClock:
         return result
 
     def parse_classic(self, text: str, reference: datetime, tz: tzinfo) -> tuple[datetime, str] | None:
+        # The answer for (text, tz) is the same for every reference between two instants (see
+        # _valid_range): lines of one second, read within minutes of each other, find it here.
+        known = self._resolved.get((text, tz))
+        if known is not None and known[0] <= reference < known[1]:
+            return known[2]
         fields = self._split_classic(text)
         if fields is None:
             return None
@@ -121,6 +129,22 @@ class SyslogClock:
         for _ in range(10):  # Feb 29 may need to go back up to 8 years (1900/2100 are not leap)
             candidate = self._at_year(text, fields, year, tz)
             if candidate is not None and candidate[0] <= latest:
+                # (a tolerance of a day or more could let the year cap above differ within a range)
+                valid = self._valid_range(text, fields, year, tz, candidate[0]) if self.tolerance < _DAY else None
+                if valid is not None:
+                    if len(self._resolved) > _CACHE_LIMIT:
+                        self._resolved.clear()
+                    self._resolved[(text, tz)] = (*valid, candidate)
                 return candidate
             year -= 1
+        return None
+
+    def _valid_range(self, text: str, fields: tuple[int, int, int, int, int, int], year: int, tz: tzinfo,
+                     chosen: datetime) -> tuple[datetime, datetime] | None:
+        """The references for which ``chosen`` (the candidate of ``year``) stays the answer: from the
+        moment it stops being in the future (``chosen - tolerance``) until the next candidate does."""
+        for later in range(year + 1, year + 10):
+            candidate = self._at_year(text, fields, later, tz)
+            if candidate is not None:
+                return chosen - self.tolerance, candidate[0] - self.tolerance
         return None

@@ -69,3 +69,28 @@ def test_garbage_is_none_and_unknown_zone_raises() -> None:
     assert clock.parse("2024-13-01T00:00:00", ref, UTC) is None
     with pytest.raises(ValueError):
         zone("Mars/Olympus")
+
+
+def test_cached_answers_equal_fresh_ones_across_years_and_zones() -> None:
+    """One clock used for many lines (answers cached with the range of read times they hold for)
+    gives exactly what a new clock computes for each line alone."""
+    texts = ["Dec 31 23:59:59", "Jan  1 00:00:00", "Jan  1 00:10:00", "Feb 29 12:00:00", "May 17 15:26:00",
+             "Dec 31 23:50:00.250"]
+    zones = [zone("UTC"), zone("Europe/Ljubljana"), zone("+05:30"), zone("-08:00")]
+    shared = SyslogClock()
+    checked = 0
+    for start in (datetime(2023, 12, 31, 22, tzinfo=UTC), datetime(2024, 2, 28, 22, tzinfo=UTC),
+                  datetime(2024, 12, 31, 22, tzinfo=UTC), datetime(2028, 2, 29, 11, tzinfo=UTC)):
+        reference = start
+        for step in range(300):  # forward through each boundary in uneven steps, both sides of it
+            reference += timedelta(minutes=1 + step % 7, seconds=step % 13)
+            for text in texts:
+                for tz in zones:
+                    assert shared.parse(text, reference, tz) == SyslogClock().parse(text, reference, tz), \
+                        (text, reference, tz)
+                    checked += 1
+        for step in range(50):  # and back in time (a reordered or replayed line)
+            reference -= timedelta(hours=step)
+            for text in texts:
+                assert shared.parse(text, reference, UTC) == SyslogClock().parse(text, reference, UTC)
+    assert checked == 4 * 300 * len(texts) * len(zones)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from ingest.document import get_path, parse_timestamp, set_path
+from ingest.document import get_path, parse_timestamp
 
 Role = Literal["login", "logout", "attr"]
 
@@ -71,21 +71,40 @@ def from_micros(us: int) -> datetime:
 
 
 
-def _pick(doc: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
+def _split(paths: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    return tuple(tuple(path.split(".")) for path in paths)
+
+
+#: the field lists above, split once (a session event reads up to 15 fields)
+_PATHS = {"login": _split(LOGIN_FIELDS), "logout": _split(LOGOUT_FIELDS), "attr": _split(ATTR_FIELDS)}
+_HOST_NAME = ("host", "name")
+
+
+def _pick(doc: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for path in paths:
-        value = get_path(doc, path)
+        value: Any = doc
+        for part in path:
+            value = value.get(part) if type(value) is dict else None
+            if value is None:
+                break
         if value is None or value == "" or value == {}:
             continue
-        if path == "host.name" and not isinstance(value, str):
+        if path == _HOST_NAME and not isinstance(value, str):
             continue
-        set_path(out, path, value)
+        node = out
+        for part in path[:-1]:  # out is new and no path runs through another's value: no scalar in the way
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
     return out
 
 
 def _host(doc: dict[str, Any]) -> str | None:
-    for path in ("host.hostname", "host.name"):
-        value = get_path(doc, path)
+    host = doc.get("host")
+    if type(host) is not dict:
+        return None
+    for key in ("hostname", "name"):
+        value = host.get(key)
         if isinstance(value, str) and value:
             return value
     return None
@@ -110,9 +129,8 @@ def mark_of(doc: dict[str, Any]) -> Mark | None:
         ts = to_micros(parse_timestamp(raw_ts))
     except (ValueError, OverflowError):
         return None
-    paths = {"login": LOGIN_FIELDS, "logout": LOGOUT_FIELDS, "attr": ATTR_FIELDS}[role]
-    action = str(get_path(doc, "event.action"))
-    return Mark(kind, key, role, ts, action, _pick(doc, paths))
+    action = str(doc["event"]["action"])  # _classify found it there
+    return Mark(kind, key, role, ts, action, _pick(doc, _PATHS[role]))
 
 
 #: Every event.action that can play a part in a session: anything else is dismissed at once.
