@@ -92,7 +92,7 @@ class Pipeline:
         ctx = LineContext(now=now)  # one per batch, refilled per event: parsers do not keep it
         for raw in raws:
             routed = route(raw)
-            if type(routed) is DeadLetter:
+            if isinstance(routed, DeadLetter):
                 result.dead.append(routed)
                 continue
             ctx.now = routed.read_at or now
