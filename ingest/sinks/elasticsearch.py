@@ -359,10 +359,18 @@ class ElasticsearchSink(Sink):
         return ", ".join(f"{k} x{n}" for k, n in sorted(self._failing.items())) or "no answer"
 
 
+_ACTION_HEADS: dict[str, bytes] = {}
+
+
 def _encode(action: IndexAction) -> bytes:
-    """The two NDJSON lines of one ``create`` action."""
-    return b"".join((b'{"create":{"_index":', orjson.dumps(action.index), b',"_id":', orjson.dumps(action.id),
-                     b"}}\n", orjson.dumps(action.doc), b"\n"))
+    """The two NDJSON lines of one ``create`` action (the start of the action line is kept per index:
+    a batch has one or two daily indices)."""
+    head = _ACTION_HEADS.get(action.index)
+    if head is None:
+        if len(_ACTION_HEADS) > 1000:
+            _ACTION_HEADS.clear()
+        head = _ACTION_HEADS[action.index] = b'{"create":{"_index":' + orjson.dumps(action.index) + b',"_id":'
+    return b"".join((head, orjson.dumps(action.id), b"}}\n", orjson.dumps(action.doc), b"\n"))
 
 
 def _error_type(body: Any) -> str:
