@@ -26,31 +26,36 @@ def event_key(doc: dict[str, Any]) -> str:
     return hashlib.sha1(orjson.dumps(parts)).hexdigest()[:24]
 
 
+def field(doc: dict[str, Any], parent: str, key: str) -> Any:
+    """``doc[parent][key]`` or None: the two-level fields the rules read, without a path walk."""
+    holder = doc.get(parent)
+    return holder.get(key) if type(holder) is dict else None
+
+
 def is_unmapped_key_login(doc: dict[str, Any]) -> bool:
-    return (get_path(doc, "event.action") == "ssh_login" and get_path(doc, "event.outcome") == "success"
-            and get_path(doc, "system.auth.ssh.key.owner") == UNMAPPED)
+    return is_ssh_success(doc) and get_path(doc, "system.auth.ssh.key.owner") == UNMAPPED
 
 
 def is_failure(doc: dict[str, Any]) -> bool:
-    if get_path(doc, "event.outcome") != "failure":
+    if field(doc, "event", "outcome") != "failure":
         return False
-    action = get_path(doc, "event.action")
+    action = field(doc, "event", "action")
     return action in FAILURE_ACTIONS or (doc.get("type") == "teleport" and action == "auth")
 
 
 def is_ssh_success(doc: dict[str, Any]) -> bool:
-    return get_path(doc, "event.action") == "ssh_login" and get_path(doc, "event.outcome") == "success"
+    return field(doc, "event", "action") == "ssh_login" and field(doc, "event", "outcome") == "success"
 
 
 def is_vpn_success(doc: dict[str, Any]) -> bool:
-    return get_path(doc, "event.action") == "vpn_connect" and get_path(doc, "event.outcome") in (None, "success")
+    return field(doc, "event", "action") == "vpn_connect" and field(doc, "event", "outcome") in (None, "success")
 
 
 def is_login_success(doc: dict[str, Any]) -> bool:
     """Logins checked against allowed networks: SSH, VPN, and Teleport ``auth`` successes."""
     return (is_ssh_success(doc) or is_vpn_success(doc)
-            or (doc.get("type") == "teleport" and get_path(doc, "event.action") == "auth"
-                and get_path(doc, "event.outcome") == "success"))
+            or (doc.get("type") == "teleport" and field(doc, "event", "action") == "auth"
+                and field(doc, "event", "outcome") == "success"))
 
 
 def country_subject(doc: dict[str, Any]) -> str | None:
@@ -59,7 +64,7 @@ def country_subject(doc: dict[str, Any]) -> str | None:
 
     VPN logins (and SSH without a known owner) use the bare ``user.name``.
     """
-    user = get_path(doc, "user.name")
+    user = field(doc, "user", "name")
     if not isinstance(user, str) or not user:
         return None
     if is_ssh_success(doc):

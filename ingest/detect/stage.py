@@ -30,6 +30,7 @@ from ingest.detect.rules import (
     allowed_for,
     country_subject,
     event_key,
+    field,
     is_failure,
     is_login_success,
     is_ssh_success,
@@ -91,9 +92,9 @@ class DetectionStage:
             if cfg.unmapped_key.enabled and is_unmapped_key_login(doc):
                 out.append(self._alert("unmapped_key", doc, key, created,
                                        "Successful SSH login with a public key that is not mapped to an owner."))
-            ip = get_path(doc, "source.ip")
+            ip = field(doc, "source", "ip")
             if cfg.allowed_networks and isinstance(ip, str) and is_login_success(doc):
-                host = get_path(doc, "host.hostname")
+                host = field(doc, "host", "hostname")
                 cidrs = allowed_for(host, cfg.allowed_networks) if isinstance(host, str) else None
                 if cidrs is not None and outside(ip, cidrs):
                     out.append(self._alert("outside_allowed_networks", doc, key, created,
@@ -102,8 +103,8 @@ class DetectionStage:
             if ts is None:
                 continue
             if cfg.brute_force.enabled and isinstance(ip, str) and ip and is_failure(doc):
-                user = get_path(doc, "user.name")
-                host = get_path(doc, "host.hostname")
+                user = field(doc, "user", "name")
+                host = field(doc, "host", "hostname")
                 failures.append(Failure(ip, ts, key, host if isinstance(host, str) else None,
                                         user if isinstance(user, str) else None))
                 by_key[key] = doc
