@@ -5,14 +5,18 @@ Prints ``{"url": ...}`` on stdout when listening, then answers one JSON line per
 on stdin:
 
 * ``count``: documents written since start (kept even when stored sources are forgotten);
+* ``pid``: this process's id (the runner reads its CPU time from ``/proc``);
 * ``latency on`` / ``latency off``: record, for each document received, now minus its
   ``fields.bench_pushed`` (the Unix time the runner RPUSHed the event; the pipeline copies
   Filebeat's ``fields`` into the document);
 * ``latency``: ``{"n", "p50", "p99", "max"}`` of what was recorded, in seconds;
-* ``ceiling <docs> <batch> <doc JSON>``: docs/s the double accepts from a plain HTTP bulk loop;
+* ``ceiling <docs> <batch> <doc JSON>``: docs/s from a plain HTTP bulk loop run *inside* this
+  process (client and server share one GIL: a lower bound; the runner measures from outside);
 * ``quit``.
 
-Mapping checks are off unless ``--check-mappings`` is given. Unless ``--no-forget`` is given, stored sources are dropped every second so that a million
+Benchmark mode: mapping checks off and sources kept as bytes (``parse_sources``; see the double's
+docstring) unless ``--check-mappings`` is given; latency is read from the bulk bodies with a
+regular expression, so no document is decoded. Unless ``--no-forget`` is given, stored sources are dropped every second so that a million
 documents do not hold gigabytes: ``create`` conflicts (409) are then only detected within that
 second, which a benchmark without redeliveries does not need.
 """
@@ -20,6 +24,8 @@ second, which a benchmark without redeliveries does not need.
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 import threading
 import time
@@ -41,23 +47,22 @@ def main() -> int:
                          "benchmark measures the worker, not the double)")
     args = ap.parse_args()
     double = ESDouble(record_bodies=False)
-    if hasattr(double, "check_mappings"):
-        double.check_mappings = args.check_mappings
+    double.check_mappings = args.check_mappings
+    double.parse_sources = args.check_mappings
     double.start()
     lock = threading.Lock()
     forgotten = 0
     latencies: list[float] = []
     recording = False
 
-    def rule(index: str, doc_id: str, source: dict[str, Any]) -> None:
-        if recording:
-            fields = source.get("fields")
-            pushed = fields.get("bench_pushed") if isinstance(fields, dict) else None
-            if isinstance(pushed, float):
-                latencies.append(time.time() - pushed)
-        return None
+    pushed_re = re.compile(rb'"bench_pushed":(\d+\.\d+)')
 
-    double.add_rule(rule)
+    def observe(body: bytes) -> None:
+        if recording:
+            now = time.time()
+            latencies.extend(now - float(m) for m in pushed_re.findall(body))
+
+    double.bulk_observer = observe
 
     def forget() -> None:
         nonlocal forgotten
@@ -84,6 +89,8 @@ def main() -> int:
         if cmd == "count":
             with double.cluster.lock, lock:
                 answer = {"count": forgotten + len(double.writes)}
+        elif cmd == "pid":
+            answer = {"pid": os.getpid()}
         elif cmd == "latency" and rest == "on":
             latencies.clear()
             recording = True

@@ -7,7 +7,9 @@ Prints one table; each figure is the median of several runs (5; 3 with ``--smoke
 2. baseline: seed 002's Logstash filter section on pygrok (``benchmarks/baseline.py``), same events;
 3. end-to-end: events RPUSHed into a real redis-server, drained by ``audit-ingest run`` workers
    into the Elasticsearch double (``tests/es_double.py``, in its own process), events/s from first
-   pop to last acknowledgement; one worker, then two; and the double's own ceiling;
+   pop to last acknowledgement, and the CPU time the worker(s) and the double spent per event;
+   one worker, then two; and the double's own ceiling (a bulk loop from this process with bodies
+   encoded beforehand, the request shape the sink sends) with its CPU time per document;
 4. memory: the worker's peak RSS (``VmHWM``) during the one-worker run;
 5. latency: p50/p99 from RPUSH to the document reaching the double at a steady offered rate.
 
@@ -261,6 +263,18 @@ def e2e_unavailable() -> str | None:
     return None
 
 
+_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _HZ
+
+
 class EsServer:
     """``benchmarks/es_server.py`` in its own process, driven over stdin/stdout."""
 
@@ -273,6 +287,10 @@ class EsServer:
         if not first:
             raise RuntimeError("the Elasticsearch double did not start")
         self.url = orjson.loads(first)["url"]
+        self.pid = self.proc.pid
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
 
     def ask(self, command: str) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -333,12 +351,16 @@ class Workers:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs = []
         self.workdir = workdir
+        self.ids = [f"bench-{i + 1}" for i in range(n)]
         for i in range(n):
             log = open(workdir / f"worker-{i + 1}.log", "ab")  # noqa: SIM115 - closed in stop()
             self.logs.append(log)
             self.procs.append(subprocess.Popen(
                 [audit_ingest(), "run", "--config", str(write_config(workdir, redis_url, es_url, f"bench-{i + 1}")),
                  "--log-level", "WARNING", *extra], stdout=log, stderr=log, cwd=ROOT))
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(p.pid) for p in self.procs)
 
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.procs)
@@ -374,17 +396,37 @@ def push(client: Any, events: list[bytes], chunk: int = 5000) -> None:
         client.rpush(KEY, *events[i:i + chunk])
 
 
-def pending(client: Any) -> int:
-    """Events not yet acknowledged: in the list or in any worker's processing list."""
+def pending(client: Any, worker_ids: list[str] | None = None) -> int:
+    """Events not yet acknowledged: in the list or in any worker's processing list.
+
+    With ``worker_ids``, only the processing lists of those workers (both slots) are looked at:
+    one round trip, instead of a SCAN of a keyspace that holds the session and detection state
+    (the poll runs every few ms, on the cores the workers use). Without, every processing list."""
+    if worker_ids is not None:
+        pipe = client.pipeline(transaction=False)
+        pipe.llen(KEY)
+        for wid in worker_ids:
+            pipe.llen(f"{KEY}:processing:{wid}")
+            pipe.llen(f"{KEY}:processing:{wid}#2")
+        return int(sum(pipe.execute()))
     n = client.llen(KEY)
     for key in client.scan_iter(match=f"{KEY}:processing:*", count=1000):
         n += client.llen(key)
     return int(n)
 
 
+@dataclass
+class Drain:
+    rate: float | None  # events/s, None if the run failed
+    rss_mb: float
+    note: str
+    worker_cpu_us: float = 0.0  # CPU time of the worker processes per event
+    double_cpu_us: float = 0.0  # CPU time of the double per event
+
+
 def drain_rate(n_workers: int, events: list[bytes], redis_server: Any, es: EsServer, workdir: Path,
-               timeout: float) -> tuple[float | None, float, str]:
-    """(events/s from first pop to last ack or None, the workers' peak RSS MB, a note)."""
+               timeout: float) -> Drain:
+    """Events/s from first pop to last ack, the workers' peak RSS, CPU per event, a note."""
     client = redis_server.client(db=1)
     client.flushdb()
     push(client, events)
@@ -399,23 +441,63 @@ def drain_rate(n_workers: int, events: list[bytes], redis_server: Any, es: EsSer
                 started = time.perf_counter()
                 break
             if not workers.alive() or time.monotonic() > deadline:
-                return None, workers.peak_rss_mb(), "the workers never took an event (see their logs)"
+                return Drain(None, workers.peak_rss_mb(), "the workers never took an event (see their logs)")
             time.sleep(0.002)
-        while pending(client) > 0:
+        cpu_w, cpu_es = workers.cpu(), es.cpu()
+        while pending(client, workers.ids) > 0:
             if not workers.alive():
-                return None, workers.peak_rss_mb(), "a worker exited during the run"
+                return Drain(None, workers.peak_rss_mb(), "a worker exited during the run")
             if time.monotonic() > deadline:
-                return None, workers.peak_rss_mb(), f"not drained after {timeout:.0f} s ({pending(client)} left)"
+                return Drain(None, workers.peak_rss_mb(),
+                             f"not drained after {timeout:.0f} s ({pending(client)} left)")
             time.sleep(0.005)
         elapsed = time.perf_counter() - started
+        cpu_w, cpu_es = workers.cpu() - cpu_w, es.cpu() - cpu_es
+        if pending(client) > 0:  # a processing list the fast poll did not know of
+            note = "processing lists of unknown workers were left"
         rss = workers.peak_rss_mb()
         dead = client.llen(f"{KEY}:dead")
         if dead:
             note = f"{dead} dead letters"
-        return total / elapsed, rss, note
+        return Drain(total / elapsed, rss, note, cpu_w / total * 1e6, cpu_es / total * 1e6)
     finally:
         workers.stop()
         client.close()
+
+
+def ceiling(es: EsServer, docs: int, batch: int, doc: dict[str, Any]) -> tuple[float, float]:
+    """(docs/s, the double's CPU µs per doc) of a plain keep-alive HTTP bulk loop from this
+    process: bodies encoded before the clock starts, ``create`` of new ids, the filter_path the
+    sink asks for. What the double can take when nothing else needs the CPU."""
+    import http.client
+    from urllib.parse import quote, urlsplit
+
+    try:
+        from ingest.sinks.elasticsearch import BULK_FILTER_PATH
+        path = "/_bulk?filter_path=" + quote(BULK_FILTER_PATH)
+    except ImportError:
+        path = "/_bulk"
+    sample = orjson.dumps(doc)
+    bodies = [b"".join(b'{"create":{"_index":"es-double-ceiling","_id":"%d"}}\n%s\n' % (k, sample)
+                       for k in range(start, min(docs, start + batch))) for start in range(0, docs, batch)]
+    url = urlsplit(es.url)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=60)
+    headers = {"Content-Type": "application/x-ndjson", "Accept": "application/json"}
+    try:
+        cpu = es.cpu()
+        started = time.perf_counter()
+        for body in bodies:
+            conn.request("POST", path, body=body, headers=headers)
+            answer = conn.getresponse().read()
+            if b'"errors":false' not in answer:
+                raise RuntimeError(f"ceiling: the double refused documents: {answer[:200]!r}")
+        elapsed = time.perf_counter() - started
+        cpu = es.cpu() - cpu
+        conn.request("DELETE", "/es-double-ceiling")
+        conn.getresponse().read()
+    finally:
+        conn.close()
+    return docs / elapsed, cpu / docs * 1e6
 
 
 def latency(events: list[bytes], seconds: float, per_second: int, redis_server: Any, es: EsServer,
@@ -427,7 +509,7 @@ def latency(events: list[bytes], seconds: float, per_second: int, redis_server: 
     try:
         push(client, events[:BATCH])  # warm up: wait until the worker has drained a first batch
         deadline = time.monotonic() + 60
-        while pending(client) > 0:
+        while pending(client, workers.ids) > 0:
             if not workers.alive() or time.monotonic() > deadline:
                 return None, "the worker did not drain the warm-up batch"
             time.sleep(0.01)
@@ -445,7 +527,7 @@ def latency(events: list[bytes], seconds: float, per_second: int, redis_server: 
             client.rpush(KEY, *[raw[:-1] + stamp for raw in todo[i:i + per_tick]])
         offered = len(todo) / (time.perf_counter() - started)
         deadline = time.monotonic() + max(60.0, seconds * 6)
-        while pending(client) > 0:
+        while pending(client, workers.ids) > 0:
             if time.monotonic() > deadline:
                 return None, f"not drained {max(60.0, seconds * 6):.0f} s after the offered load"
             time.sleep(0.01)
@@ -532,35 +614,47 @@ def end_to_end(n_e2e: int, sizes: Sizes, runs: int, out: Any) -> list[Row]:
     failed = False
     timeout = max(120.0, n_e2e / 500)
     try:
-        results: dict[int, list[float]] = {1: [], 2: []}
+        results: dict[int, list[Drain]] = {1: [], 2: []}
         rss: list[float] = []
         notes: dict[int, str] = {}
         for n_workers in (1, 2):
             for _ in range(e2e_runs):
-                value, peak, note = drain_rate(n_workers, events, redis_server, es, workdir, timeout)
+                drain = drain_rate(n_workers, events, redis_server, es, workdir, timeout)
                 if n_workers == 1:
-                    rss.append(peak)
-                if value is None:
-                    notes[n_workers] = note
+                    rss.append(drain.rss_mb)
+                if drain.rate is None:
+                    notes[n_workers] = drain.note
                     failed = True
                     break
-                results[n_workers].append(value)
-                if note:
-                    notes[n_workers] = note
-        one = statistics.median(results[1]) if results[1] else None
-        two = statistics.median(results[2]) if results[2] else None
+                results[n_workers].append(drain)
+                if drain.note:
+                    notes[n_workers] = drain.note
+
+        def median(n: int) -> tuple[float | None, str]:
+            runs_ = results[n]
+            if not runs_:
+                return None, ""
+            cpu = (f"; CPU per event: worker{'s' if n > 1 else ''} "
+                   f"{statistics.median(d.worker_cpu_us for d in runs_):.0f} µs, "
+                   f"double {statistics.median(d.double_cpu_us for d in runs_):.0f} µs")
+            return statistics.median(d.rate or 0.0 for d in runs_), cpu
+
+        one, cpu_one = median(1)
+        two, cpu_two = median(2)
         label = f"({n_e2e:,} events, median of {e2e_runs})"
-        rows.append(Row(f"end-to-end, 1 worker {label}", rate(one) if one else f"failed: {notes.get(1)}",
+        rows.append(Row(f"end-to-end, 1 worker {label}", rate(one) + cpu_one if one else f"failed: {notes.get(1)}",
                         ">= 50,000 ev/s", one is not None and one >= 50_000))
         rows.append(Row(f"end-to-end, 2 workers {label}",
-                        (rate(two) + (f" ({two / one:.2f}x one)" if one else "")) if two else f"failed: {notes.get(2)}",
+                        (rate(two) + (f" ({two / one:.2f}x one)" if one else "") + cpu_two) if two
+                        else f"failed: {notes.get(2)}",
                         "> 1 worker", bool(one and two and two > one)))
         ceiling_doc = new_pipeline().process(events[:1]).actions[0].doc  # a real document, not a toy one
-        ceilings = [es.ask(f"ceiling {sizes.ceiling_docs} {BATCH} {orjson.dumps(ceiling_doc).decode()}")["docs_per_s"]
-                    for _ in range(runs)]
-        ceiling = statistics.median(ceilings)
-        rows.append(Row("ES double ceiling (plain bulk loop, no worker)", f"{ceiling:,.0f} docs/s",
-                        "> end-to-end", bool(one and ceiling > max(one, two or 0))))
+        measured = [ceiling(es, sizes.ceiling_docs, BATCH, ceiling_doc) for _ in range(runs)]
+        top = statistics.median(m[0] for m in measured)
+        top_cpu = statistics.median(m[1] for m in measured)
+        rows.append(Row("ES double ceiling (bulk loop from another process, bodies pre-encoded)",
+                        f"{top:,.0f} docs/s; double CPU {top_cpu:.0f} µs/doc",
+                        "> end-to-end", bool(one and top > max(one, two or 0))))
         peak = max(rss) if rss else 0.0
         rows.append(Row("worker peak RSS (VmHWM, 1-worker run)", f"{peak:.0f} MB" if peak else "not measured",
                         "< 150 MB", bool(peak) and peak < 150))

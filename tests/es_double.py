@@ -13,7 +13,15 @@ documented contract where our code depends on it:
   cannot be coerced (``long``, ``ip``, ``date``, ``boolean``, ``geo_point``, objects vs values,
   ``alias`` fields that cannot be written, ``dynamic: strict``); unmapped fields are mapped
   dynamically from their first value, as Elasticsearch does;
-* ``_count``/``_search`` see documents after a refresh (``_refresh`` or ``?refresh=true``).
+* ``_count``/``_search`` see documents after a refresh (``_refresh`` or ``?refresh=true``);
+* ``filter_path`` (response filtering, e.g. ``errors,items.*.status,items.*.error``) on every
+  answer, as Elasticsearch applies it: only the matching paths are kept, ``*`` matches any key.
+
+Benchmark mode (``check_mappings = False``, ``parse_sources = False``): documents are neither
+checked against mappings nor decoded when they arrive; a source line only has to look like a
+JSON object (``{...}``), is stored as bytes and decoded when read back (``docs``, ``get``,
+search) or when a rule has to see it. Everything else (per-item statuses, 409 on ``create`` of an
+existing ``_id``, faults, recorded writes) behaves the same.
 
 Faults can be switched on while it runs: per-item statuses (:meth:`ESDouble.fail_items`),
 whole-request statuses (:meth:`ESDouble.fail_requests`), dropped connections before or after the
@@ -130,11 +138,22 @@ class Write:
     version: int
 
 
-@dataclass(slots=True)
 class StoredDoc:
-    source: dict[str, Any]
-    version: int
-    seq_no: int
+    """A stored document; ``raw`` (the source line's bytes) is decoded on first read of ``source``."""
+
+    __slots__ = ("_source", "raw", "version", "seq_no")
+
+    def __init__(self, source: dict[str, Any] | None, version: int, seq_no: int, raw: bytes | None = None) -> None:
+        self._source = source
+        self.raw = raw
+        self.version = version
+        self.seq_no = seq_no
+
+    @property
+    def source(self) -> dict[str, Any]:
+        if self._source is None:
+            self._source = orjson.loads(self.raw or b"{}")
+        return self._source
 
 
 @dataclass
@@ -619,6 +638,9 @@ class _Handler(BaseHTTPRequestHandler):
         except _Dropped:
             self._drop()
             return
+        filter_path = query.get("filter_path")
+        if filter_path and payload is not None:
+            payload = filter_response(payload, filter_path)
         data = b"" if payload is None else orjson.dumps(payload)
         self._answer(status, data, path, record)
 
@@ -694,6 +716,10 @@ class ESDouble:
         self.internal_errors: list[Exception] = []
         #: False skips mapping checks and dynamic mapping (benchmarks: measure the sink, not the double)
         self.check_mappings = True
+        #: False keeps source lines as bytes, decoded only when read back or seen by a rule (benchmarks)
+        self.parse_sources = True
+        #: called with the body of every ``_bulk`` request before it is applied (benchmarks: latency)
+        self.bulk_observer: Callable[[bytes], None] | None = None
         self._port = port
         self._auth = auth
         self._api_key = api_key
@@ -1088,9 +1114,12 @@ class ESDouble:
             raise EsError(400, "action_request_validation_exception", "Validation Failed: 1: no requests added;")
         if not body.endswith(b"\n"):
             raise EsError(400, "illegal_argument_exception", "The bulk request must be terminated by a newline [\\n]")
+        if self.bulk_observer is not None:
+            self.bulk_observer(body)
         lines = body.split(b"\n")
         lines.pop()  # the empty string after the final newline
-        ops: list[tuple[str, str, str | None, dict[str, Any] | None]] = []
+        parse_sources = self.parse_sources
+        ops: list[tuple[str, str, str | None, Any]] = []
         i = 0
         loads = orjson.loads
         while i < len(lines):
@@ -1120,10 +1149,14 @@ class ESDouble:
                 if i >= len(lines):
                     raise EsError(400, "illegal_argument_exception", f"Malformed action/metadata line [{i}], "
                                   "expected a source line")
-                try:
-                    source = loads(lines[i])
-                except orjson.JSONDecodeError:
-                    source = _MALFORMED
+                if parse_sources:
+                    try:
+                        source = loads(lines[i])
+                    except orjson.JSONDecodeError:
+                        source = _MALFORMED
+                else:  # kept as bytes: it only has to look like a JSON object
+                    raw = lines[i].strip()
+                    source = _Raw(raw) if raw[:1] == b"{" and raw[-1:] == b"}" else _MALFORMED
             elif doc_id is None:
                 raise EsError(400, "action_request_validation_exception", "Validation Failed: 1: id is missing;")
             ops.append((op, index, None if doc_id is None else str(doc_id), source))
@@ -1173,29 +1206,43 @@ class ESDouble:
             index.seq_no += 1
             self.writes.append(Write("delete", index.name, doc_id, existing.version + 1))
             return _item_ok(index, doc_id, existing.version + 1, "deleted", 200)
-        if source is _MALFORMED or not isinstance(source, dict):
+        raw = None
+        if isinstance(source, _Raw):
+            raw = source.data
+            source = None
+            if cluster.rules or self.check_mappings:
+                try:
+                    source = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    source = _MALFORMED
+                if not isinstance(source, dict):
+                    source = _MALFORMED
+        elif not isinstance(source, dict):
+            source = _MALFORMED
+        if source is _MALFORMED:
             return _item_error(index.name, doc_id, 400, cluster.parsing_error_type,
                                "[1:1] failed to parse: source is not a JSON object")
         if op == "create" and existing is not None:
             return _item_error(index.name, doc_id, 409, "version_conflict_engine_exception",
                                f"[{doc_id}]: version conflict, document already exists (current version "
                                f"[{existing.version}])", index_uuid=index.uuid, shard="0", index=index.name)
-        mapper = _Mapper(index, doc_id, cluster.parsing_error_type)
-        try:
-            if self.check_mappings:
-                mapper.walk(source, "")
-            for rule in cluster.rules:
-                verdict = rule(index.name, doc_id, source)
-                if isinstance(verdict, str):
-                    raise EsError(400, cluster.parsing_error_type, verdict)
-                if verdict is not None:
-                    raise EsError(*verdict)
-        except EsError as e:
-            return _item_error(index.name, doc_id, e.status, e.type, e.reason, **e.extra)
-        index.mappings["fields"].update(mapper.new)
+        if self.check_mappings or cluster.rules:
+            mapper = _Mapper(index, doc_id, cluster.parsing_error_type)
+            try:
+                if self.check_mappings:
+                    mapper.walk(source, "")
+                for rule in cluster.rules:
+                    verdict = rule(index.name, doc_id, source)
+                    if isinstance(verdict, str):
+                        raise EsError(400, cluster.parsing_error_type, verdict)
+                    if verdict is not None:
+                        raise EsError(*verdict)
+            except EsError as e:
+                return _item_error(index.name, doc_id, e.status, e.type, e.reason, **e.extra)
+            index.mappings["fields"].update(mapper.new)
         index.seq_no += 1
         version = existing.version + 1 if existing else 1
-        index.docs[doc_id] = StoredDoc(source, version, index.seq_no)
+        index.docs[doc_id] = StoredDoc(source, version, index.seq_no, raw)
         self.writes.append(Write(op, index.name, doc_id, version))
         return _item_ok(index, doc_id, version, "updated" if existing else "created", 200 if existing else 201)
 
@@ -1231,6 +1278,67 @@ class ESDouble:
 
 
 _MALFORMED = object()
+
+
+class _Raw:
+    """A source line kept as bytes (``parse_sources`` off)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def compile_filter_path(filter_path: str) -> dict[str, Any]:
+    """``"errors,items.*.status"`` as a tree ``{"errors": {}, "items": {"*": {"status": {}}}}``
+    (an empty dict: keep everything below)."""
+    tree: dict[str, Any] = {}
+    for expr in filter_path.split(","):
+        expr = expr.strip()
+        if not expr:
+            continue
+        node = tree
+        parts = expr.split(".")
+        for k, part in enumerate(parts):
+            if k == len(parts) - 1:
+                node[part] = {}
+            else:
+                child = node.get(part)
+                if child == {} and part in node:
+                    break  # a shorter path already keeps everything below
+                node = node.setdefault(part, {"\0": True})
+    return tree
+
+
+def _filter(value: Any, tree: dict[str, Any]) -> Any:
+    """``value`` with only the paths of ``tree``; ``_MISSING`` when nothing matches."""
+    if not tree or set(tree) == {"\0"}:
+        return value
+    if isinstance(value, list):
+        kept = [v for v in (_filter(x, tree) for x in value) if v is not _MISSING]
+        return kept if kept else _MISSING
+    if not isinstance(value, dict):
+        return _MISSING
+    out = {}
+    star = tree.get("*")
+    for key, v in value.items():
+        sub = tree.get(key, star)
+        if sub is None:
+            continue
+        kept = _filter(v, sub)
+        if kept is not _MISSING:
+            out[key] = kept
+    return out if out else _MISSING
+
+
+_MISSING = object()
+
+
+def filter_response(payload: Any, filter_path: str) -> Any:
+    """Elasticsearch's ``filter_path`` response filtering (``*`` for any one key; no ``**`` or
+    ``-`` exclusions); an answer with nothing left is ``{}``."""
+    kept = _filter(payload, compile_filter_path(filter_path))
+    return {} if kept is _MISSING else kept
 
 
 def _item_ok(index: Index, doc_id: str, version: int, result: str, status: int) -> dict[str, Any]:

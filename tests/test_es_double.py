@@ -397,3 +397,46 @@ def test_mapping_checks_can_be_switched_off_for_benchmarks(es: ESDouble) -> None
     assert c.bulk(operations=ops(("a", {"n": "x"})))["items"][0]["create"]["status"] == 201
     es.check_mappings = True
     assert c.bulk(operations=ops(("b", {"n": "x"})))["items"][0]["create"]["status"] == 400
+
+
+def test_filter_path_keeps_only_the_named_parts(es: ESDouble) -> None:
+    c = client(es)
+    c.bulk(operations=ops(("a", {"n": 1})))
+    answer = c.bulk(operations=ops(("a", {"n": 2}), ("b", {"n": 3})), filter_path="errors,items.*.status,items.*.error")
+    assert answer.body["errors"] is True
+    assert [list(i) for i in answer.body["items"]] == [["create"], ["create"]]
+    conflict, created = (i["create"] for i in answer.body["items"])
+    assert set(conflict) == {"status", "error"} and conflict["status"] == 409
+    assert conflict["error"]["type"] == "version_conflict_engine_exception"
+    assert created == {"status": 201}
+    assert set(c.bulk(operations=ops(("c", {"n": 4})), filter_path="took").body) == {"took"}
+    assert c.bulk(operations=ops(("d", {"n": 5})), filter_path="nothing.here").body == {}
+    assert c.info(filter_path="version.number").body == {"version": {"number": "8.15.0"}}
+
+
+def test_unparsed_sources_behave_the_same_and_are_read_back(es: ESDouble) -> None:
+    """Benchmark mode: sources stay bytes, yet statuses, conflicts, read-back and rules are the same."""
+    c = client(es)
+    es.check_mappings = False
+    es.parse_sources = False
+    first = c.bulk(operations=ops(("a", {"n": 1, "s": {"t": "x"}}), ("b", {"n": 2})))
+    assert [i["create"]["status"] for i in first["items"]] == [201, 201]
+    again = c.bulk(operations=ops(("a", {"n": 9})))
+    assert again["items"][0]["create"]["status"] == 409
+    assert es.get(INDEX, "a") == {"n": 1, "s": {"t": "x"}}
+    assert sorted(d["_source"]["n"] for d in es.docs()) == [1, 2]
+    status, _, answer = raw(es, "POST", "/_bulk", b'{"create":{"_index":"i","_id":"m"}}\n[1,2]\n'
+                                                  b'{"create":{"_index":"i","_id":"n"}}\n{"ok":1}\n')
+    assert status == 200 and [i["create"]["status"] for i in answer["items"]] == [400, 201]
+    es.add_rule(lambda index, doc_id, source: "no" if source.get("n") == 7 else None)
+    ruled = c.bulk(operations=ops(("r", {"n": 7}), ("s", {"n": 8})))
+    assert [i["create"]["status"] for i in ruled["items"]] == [400, 201]
+    status, _, answer = raw(es, "POST", "/_bulk", b'{"create":{"_index":"i","_id":"bad"}}\n{not json}\n')
+    assert answer["items"][0]["create"]["status"] == 400  # with a rule the source is decoded
+
+
+def test_bulk_observer_sees_every_body(es: ESDouble) -> None:
+    seen: list[bytes] = []
+    es.bulk_observer = seen.append
+    client(es).bulk(operations=ops(("a", {"n": 1})))
+    assert len(seen) == 1 and b'"n":1' in seen[0]

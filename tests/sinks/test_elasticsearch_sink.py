@@ -406,3 +406,15 @@ def test_index_for_fast_path_agrees_with_parsing() -> None:
     for ts in ("2024-05-17T16:02:03.412271Z", "2020-12-31T23:59:59.999999Z", "2021-01-01T00:00:00.000000Z"):
         assert index_for(ts, "audit-") == "audit-" + parse_index_day(ts)  # type: ignore[operator]
     assert index_for("2024-05-17T23:30:00-02:00", "audit-") == "audit-2024.05.18"  # not sliced: converted
+
+
+def test_bulk_asks_only_for_statuses_and_errors_and_sends_the_body_as_is(es: ESDouble) -> None:
+    h = Harness(es)
+    es.fail_items(400, ids={"id-1"})
+    acts = actions(3)
+    rejected = h.sink.write_batch(acts)
+    assert [(r.action.id, r.status, r.error_type) for r in rejected] == [("id-1", 400, "document_parsing_exception")]
+    (req,) = es.bulk_requests()
+    assert req.query["filter_path"] == "errors,items.*.status,items.*.error"
+    assert req.body is not None and req.body.count(b"\n") == 6 and req.body.endswith(b"}\n")
+    expect_once(es, acts, except_ids={"id-1"})
