@@ -360,3 +360,53 @@ def test_cache_size_zero_looks_up_every_time(readers: Any) -> None:
     e.enrich_batch([doc("81.2.69.160") for _ in range(5)])
     assert city.calls == 5
     assert e.cache_info() is None
+
+
+def _first_addresses(name: str) -> list[str]:
+    """The first address of every network in one of MaxMind's test databases (their JSON source)."""
+    import ipaddress
+    import json
+
+    networks = [next(iter(entry)) for entry in json.loads((DATA / name).read_text(encoding="utf-8"))]
+    return [str(ipaddress.ip_network(n, strict=False).network_address) for n in networks]
+
+
+@pytest.mark.parametrize("city_db", ["GeoIP2-City-Test", "GeoLite2-City-Test"])
+def test_raw_records_give_what_the_geoip2_models_give(city_db: str) -> None:
+    """Real readers are read through their raw records (fast); the answers are those of geoip2's
+    model objects, for every network of the test databases, IPv4 and IPv6."""
+    city = geoip2.database.Reader(str(DATA / f"{city_db}.mmdb"))
+    asn = geoip2.database.Reader(str(ASN))
+    try:
+        fast = GeoIpEnricher(city, asn, cache_size=0)
+        models = GeoIpEnricher(Counting(city), Counting(asn), cache_size=0)
+        assert fast._city_records is not None and fast._asn_records is not None  # the fast path is on
+        assert models._city_records is None
+        addresses = _first_addresses(f"{city_db}.json") + _first_addresses("GeoLite2-ASN-Test.json")
+        found = 0
+        for address in addresses:
+            answer = fast._lookup(address)
+            assert answer == models._lookup(address), address
+            found += answer[1] is not None or answer[2] is not None
+        assert found > 200  # the comparison covered real answers, not only misses
+    finally:
+        city.close()
+        asn.close()
+
+
+@pytest.mark.parametrize("value", [
+    "81.2.69.160", "0.0.0.0", "255.255.255.255", "10.0.3.7", "1.2.3.256", "010.1.1.1", "1.2.3", "1.2.3.4.5",
+    "1..2.3", "1.2.3.", "+1.2.3.4", "1.2.3.4 ", "\u0661.2.3.4", "2001:db8::1", "::ffff:81.2.69.160", "", "host.example",
+])
+def test_address_fast_path_agrees_with_ipaddress(value: str) -> None:
+    import ipaddress
+
+    from ingest.enrich.geoip import _ip_address
+
+    try:
+        expected: Any = ipaddress.ip_address(value)
+    except ValueError:
+        with pytest.raises(ValueError):
+            _ip_address(value)
+    else:
+        assert _ip_address(value) == expected
