@@ -12,6 +12,8 @@ on stdin:
 * ``latency``: ``{"n", "p50", "p99", "max"}`` of what was recorded, in seconds;
 * ``ceiling <docs> <batch> <doc JSON>``: docs/s from a plain HTTP bulk loop run *inside* this
   process (client and server share one GIL: a lower bound; the runner measures from outside);
+* ``delay <seconds>``: every bulk answer from now on waits that long (0: off), as a remote
+  cluster's round trip would;
 * ``quit``.
 
 Benchmark mode: mapping checks off and sources kept as bytes (``parse_sources``; see the double's
@@ -89,6 +91,11 @@ def main() -> int:
         if cmd == "count":
             with double.cluster.lock, lock:
                 answer = {"count": forgotten + len(double.writes)}
+        elif cmd == "delay":
+            double.clear_faults()
+            if float(rest) > 0:
+                double.delay(float(rest), times=None)
+            answer = {"ok": True}
         elif cmd == "pid":
             answer = {"pid": os.getpid()}
         elif cmd == "latency" and rest == "on":

@@ -1,8 +1,8 @@
 """The worker loop: take a batch from Redis, process it, index it, dead-letter what failed, ack.
 
-One batch at a time, on one thread (plus the source's heartbeat thread and the metrics server):
+Per batch:
 
-1. ``source.take`` moves up to ``batch_size`` events into this worker's processing list;
+1. ``source.take`` moves up to ``batch_size`` events into a processing list of this worker;
 2. ``pipeline.process`` turns them into index actions and dead letters (an exception here splits
    the batch in halves until the one event that raises is found and dead-lettered, stage ``parse``);
 3. ``sink.write_batch`` indexes the actions; it retries by itself until Elasticsearch took every
@@ -10,9 +10,20 @@ One batch at a time, on one thread (plus the source's heartbeat thread and the m
    Redis, not in memory); it returns the permanent rejections (400/404), which become dead letters;
 4. ``source.ack`` removes the batch and writes its dead letters in one Redis script.
 
-Stopping (SIGTERM/SIGINT, or :meth:`Worker.stop`): no new batch is taken; the current one gets
-``shutdown_timeout`` to finish, after which the sink's stop event is set, the sink raises
-:class:`SinkUnavailable` and the batch is given back to the head of the main list.
+Overlap (``worker.overlap``, on by default): step 3 of batch N runs on a sender thread while the
+main thread takes and processes batch N+1. Batch N+1 is taken into a *second* processing list,
+that of the slot id ``<worker-id>#2``, which has its own heartbeat and is a worker id like any
+other for recovery; so every batch still sits in exactly one processing list from take to ack,
+and take/ack/give back/recover are the same whole-list scripts as without overlap. All Redis
+calls of the queue stay on the main thread; batches are acknowledged in the order they were
+taken, each only after the sink confirmed it. At most two batches are held. The second one is
+taken only while Elasticsearch answers without failures (not at start, not while the sink
+retries), so while Elasticsearch is down the worker holds one batch, as without overlap.
+
+Stopping (SIGTERM/SIGINT, or :meth:`Worker.stop`): no new batch is taken; the batches held (in
+flight, or processed and waiting for the sender) get ``shutdown_timeout`` to finish, after which
+the sink's stop event is set, the sink raises :class:`SinkUnavailable` and what is not confirmed
+is given back to the head of the main list, oldest batch first.
 """
 
 from __future__ import annotations
@@ -22,6 +33,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from types import FrameType
 from typing import Any, Protocol
@@ -55,6 +68,10 @@ class WorkerConfig(BaseModel):
     backoff_initial: timedelta = Field(timedelta(milliseconds=100),
                                        description="First wait before retrying Redis.")
     backoff_max: timedelta = Field(timedelta(seconds=10), description="Longest wait between Redis retries.")
+    overlap: bool = Field(True, description="Index a batch (sender thread) while the next one is taken and "
+                                            "processed: a second processing list, <worker-id>#2, holds it. "
+                                            "At most two batches are held; the second only while "
+                                            "Elasticsearch answers without failures.")
 
     def worker_id(self) -> str:
         return self.id or default_worker_id()
@@ -66,6 +83,21 @@ class PipelineLike(Protocol):
 
 class SinkLike(Protocol):
     def write_batch(self, actions: list[IndexAction]) -> list[Rejected]: ...
+
+
+SLOT_SUFFIX = "#2"  #: the second processing slot of a worker is the worker id ``<id>#2``
+
+
+@dataclass
+class _Batch:
+    """A processed batch on its way to the sink: the slot holding it and what came of it."""
+
+    source: RedisListSource
+    raws: list[bytes]
+    result: BatchResult
+    started: float
+    future: Future[list[Rejected]] | None = None
+    sink_marks: int = 0  # the sink's failure counters when it was submitted
 
 
 class Worker:
@@ -91,6 +123,15 @@ class Worker:
         self._since_info = {"batches": 0, "in": 0, "indexed": 0, "dead": 0}
         self._recover_every = (source.config.recover_interval or source.config.heartbeat_ttl).total_seconds()
         self.source._on_lost_owner = self.stop_now
+        #: the processing slots: this worker's own id, and with overlap ``<id>#2``
+        self.slots = [source]
+        if self.config.overlap:
+            second = RedisListSource(source.redis, source.config, source.worker_id + SLOT_SUFFIX,
+                                     on_lost_owner=self.stop_now)
+            self.slots.append(second)
+        self._inflight: _Batch | None = None  # submitted to the sender, not acknowledged yet
+        self._sender: ThreadPoolExecutor | None = None
+        self._sink_healthy = False  # the last batch went through without a failed request or retry
         stats = getattr(sink, "stats", None)
         if stats is not None and hasattr(stats, "listener"):
             stats.listener = self._sink_stat
@@ -109,7 +150,7 @@ class Worker:
     # -- control ---------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Take nothing more; let the current batch finish within ``shutdown_timeout``."""
+        """Take nothing more; let the batches held finish within ``shutdown_timeout``."""
         if self.stopping.is_set():
             return
         self.stopping.set()
@@ -138,11 +179,12 @@ class Worker:
     # -- the loop --------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Run until stopped; 0 when it stopped cleanly (batch finished or given back)."""
+        """Run until stopped; 0 when it stopped cleanly (batches finished or given back)."""
         log.info("worker %s reading %s list %r", self.source.worker_id, mask_url(self.source.config.url),
                  self.source.main_key)
-        self._start()
+        self._sender = ThreadPoolExecutor(1, thread_name_prefix=f"sender-{self.source.worker_id}")
         try:
+            self._start()
             while not self.stopping.is_set():
                 self.run_once()
         finally:
@@ -152,9 +194,12 @@ class Worker:
     def _start(self) -> None:
         while not self.stopping.is_set():
             try:
-                self.source.claim()
-                self.source.start_heartbeat()
+                for slot in self.slots:
+                    slot.claim()
+                    slot.start_heartbeat()
                 recovered = self.source.recover() + self.source.recover_orphans()
+                for slot in self.slots[1:]:  # a second slot left over by a crash: back to the head
+                    recovered += slot.give_back()
                 self.metrics.recovered.inc(recovered)
                 self._last_recover = time.monotonic()
                 self._redis_ok()
@@ -163,26 +208,40 @@ class Worker:
                 self._redis_failed(e)
 
     def _finish(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self.source.in_flight:
-            try:
-                n = self.source.give_back()
-                log.info("gave %d events back to %r", n, self.source.main_key)
-            except SourceUnavailable as e:
-                log.warning("could not give the batch back (%s); it stays in %s for recovery",
-                            e, self.source.processing_key)
         try:
-            self.source.release()
-        except SourceUnavailable:
-            self.source.stop_heartbeat()
-        self._log_progress(force=True)
-        log.info("worker %s stopped", self.source.worker_id)
+            while self._inflight is not None:
+                try:
+                    self._complete()
+                except Exception:  # an ack that cannot be done stays in Redis (recovered later)
+                    log.exception("could not finish the batch in flight; it stays in %s",
+                                  self._inflight.source.processing_key)
+                    self._inflight = None
+        finally:
+            if self._sender is not None:
+                self._sender.shutdown(wait=True)
+                self._sender = None
+            if self._timer is not None:
+                self._timer.cancel()
+            for slot in reversed(self.slots):  # newest first: the oldest ends up at the head
+                if slot.in_flight:
+                    try:
+                        n = slot.give_back()
+                        log.info("gave %d events back to %r", n, slot.main_key)
+                    except SourceUnavailable as e:
+                        log.warning("could not give the batch back (%s); it stays in %s for recovery",
+                                    e, slot.processing_key)
+            for slot in self.slots:
+                try:
+                    slot.release()
+                except SourceUnavailable:
+                    slot.stop_heartbeat()
+            self._log_progress(force=True)
+            log.info("worker %s stopped", self.source.worker_id)
 
     def run_once(self) -> None:
         """One iteration. Never raises: an unexpected error is logged and the iteration retried
-        after a backoff (the batch, if one was taken, is still in the processing list and is
-        taken again by the next ``take``)."""
+        after a backoff (the batch, if one was taken, is still in its processing list and is
+        taken again by the next ``take`` of that slot)."""
         try:
             self._iteration()
         except (SinkUnavailable, ConfigError):
@@ -194,8 +253,28 @@ class Worker:
             self._backoff = min(self._backoff * 2, self.config.backoff_max.total_seconds())
             self.stopping.wait(wait)
 
+    def _may_overlap(self) -> bool:
+        """Take the next batch while the one in flight is being indexed? Only with a second slot,
+        and only while Elasticsearch answers without failures (no failed request, no retry, in the
+        last batch nor so far in this one)."""
+        inflight = self._inflight
+        return (inflight is not None and len(self.slots) > 1 and self._sink_healthy
+                and self._sink_marks() == inflight.sink_marks)
+
+    def _sink_marks(self) -> int:
+        stats = getattr(self.sink, "stats", None)
+        if stats is None:
+            return 0
+        return (int(getattr(stats, "request_failures", 0)) + int(getattr(stats, "retries", 0))
+                + int(getattr(stats, "items_retried", 0)))
+
     def _iteration(self) -> None:
         self.metrics.loop_ran("taking")
+        inflight = self._inflight
+        if inflight is not None and (inflight.future is None or inflight.future.done() or not self._may_overlap()):
+            self._complete()  # done, or no overlap now: acknowledge it before taking more
+            return
+        slot = self.slots[0] if inflight is None or inflight.source is not self.slots[0] else self.slots[1]
         try:
             if time.monotonic() - self._last_recover >= self._recover_every:
                 self._last_recover = time.monotonic()
@@ -203,39 +282,87 @@ class Worker:
             if time.monotonic() - self._last_gauges >= 1.0:
                 self._last_gauges = time.monotonic()
                 self._update_gauges()
-            raws = self.source.take(stop=self.stopping)
+            if inflight is None:
+                raws = slot.take(stop=self.stopping)
+            else:  # no waiting for a full batch: the batch in flight is what we wait for
+                raws = slot.fill(slot.config.batch_size)
             self._redis_ok()
         except SourceUnavailable as e:
             self._redis_failed(e)
             return
         if not raws:
+            if inflight is not None:
+                self._complete()
             self.metrics.loop_ran("idle")
             return
         try:
-            self.handle(raws)
+            self.handle(raws, slot)
         except SourceUnavailable as e:
             # Redis failed inside the pipeline (session store): the batch is still in the
-            # processing list and the next take returns it, after a backoff
+            # processing list and the next take of this slot returns it, after a backoff
             self._redis_failed(e)
             return
         self.metrics.loop_ran("running")
 
-    def handle(self, raws: list[bytes]) -> None:
+    def handle(self, raws: list[bytes], slot: RedisListSource | None = None) -> None:
+        """Process one batch held in ``slot`` and hand it to the sender (after the batch in
+        flight, if any, was acknowledged); without overlap, wait for it and acknowledge it."""
         started = time.monotonic()
         self.metrics.events_in.inc(len(raws))
         result = self._process(raws)
         self.metrics.loop_ran("indexing")
+        if self._inflight is not None:
+            self._complete()
+            if not (slot or self.source).in_flight:  # given back with the one in flight
+                return
+        batch = _Batch(slot or self.source, raws, result, started)
+        batch.sink_marks = self._sink_marks()
+        if self._sender is None or len(self.slots) == 1:
+            done: Future[list[Rejected]] = Future()
+            try:
+                done.set_result(self._write(result.actions))
+            except SinkUnavailable as e:
+                done.set_exception(e)
+            batch.future = done
+            self._inflight = batch
+            self._complete()
+        else:
+            batch.future = self._sender.submit(self._write, result.actions)
+            self._inflight = batch
+
+    def _complete(self) -> None:
+        """Wait for the batch in flight; acknowledge it, or on SinkUnavailable give back every
+        batch held (newest first, so that the oldest is at the head of the main list)."""
+        batch = self._inflight
+        if batch is None:
+            return
+        assert batch.future is not None
         try:
-            rejected = self._write(result.actions)
+            rejected = batch.future.result()
         except SinkUnavailable as e:
+            held = sum(s.in_flight for s in self.slots)
             log.warning("Elasticsearch did not take the batch before shutdown (%s); giving %d events back",
-                        e, len(raws))
-            self._give_back()
+                        e, held)
+            self._sink_healthy = False
+            for slot in reversed(self._order(batch.source)):
+                if slot.in_flight:
+                    self._retry_redis("give back", slot.give_back)
+            self._inflight = None
             self.metrics.batches.labels("given_back").inc()
             return
+        self._sink_healthy = self._sink_marks() == batch.sink_marks
+        self._acknowledge(batch, rejected)
+        self._inflight = None
+
+    def _order(self, oldest: RedisListSource) -> list[RedisListSource]:
+        """The slots, oldest batch first."""
+        return [oldest] + [s for s in self.slots if s is not oldest]
+
+    def _acknowledge(self, batch: _Batch, rejected: list[Rejected]) -> None:
+        raws, result = batch.raws, batch.result
         dead = list(result.dead) + [self._rejected_letter(r) for r in rejected]
         indexed = len(result.actions) - len(rejected)
-        self._ack(dead)
+        self._ack(dead, batch.source)
         self.metrics.events_indexed.inc(indexed)
         made = {"session": 0, "alert": 0}
         for action in result.actions:
@@ -256,13 +383,14 @@ class Worker:
                         self.deadletters.key, ", ".join(f"{c}={n}" for c, n in sorted(codes.items())),
                         dead[0].reason)
         self.metrics.batches.labels("acked").inc()
-        self.metrics.batch_seconds.observe(time.monotonic() - started)
+        self.metrics.batch_seconds.observe(time.monotonic() - batch.started)
         s = self._since_info
         s["batches"] += 1
         s["in"] += len(raws)
         s["indexed"] += indexed
         s["dead"] += len(dead)
-        log.debug("batch: %d events in, %d indexed, %d dead-lettered", len(raws), indexed, len(dead))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("batch: %d events in, %d indexed, %d dead-lettered", len(raws), indexed, len(dead))
         self._log_progress()
 
     # -- steps -----------------------------------------------------------------------------
@@ -309,15 +437,12 @@ class Worker:
         raw = r.action.raw if r.action.raw is not None else orjson.dumps(r.action.doc, default=str)
         return DeadLetter(raw, "index", r.error_type or "rejected", r.reason, r.status or None)
 
-    def _ack(self, dead: list[DeadLetter]) -> None:
+    def _ack(self, dead: list[DeadLetter], slot: RedisListSource | None = None) -> None:
+        source = slot or self.source
         entries = self.deadletters.entries(dead)
-        self._retry_redis("ack", lambda: self.source.ack(entries, self.deadletters.key,
-                                                          self.deadletters.max_length))
-        if self.source.last_trimmed:
-            self.metrics.dead_trimmed.inc(self.source.last_trimmed)
-
-    def _give_back(self) -> None:
-        self._retry_redis("give back", self.source.give_back)
+        self._retry_redis("ack", lambda: source.ack(entries, self.deadletters.key, self.deadletters.max_length))
+        if source.last_trimmed:
+            self.metrics.dead_trimmed.inc(source.last_trimmed)
 
     def _retry_redis(self, what: str, fn: Callable[[], Any]) -> None:
         """Redis calls that must happen (ack, give back): retried until they succeed, or until a

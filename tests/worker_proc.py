@@ -75,14 +75,14 @@ def source_config(redis_url: str, *, batch_size: int = 50, ttl: float = 1.0, **k
 
 
 def make_worker(redis_url: str, es_url: str, worker_id: str, *, batch_size: int = 50, ttl: float = 1.0,
-                shutdown_timeout: float = 5.0, proc: Any = None, sink: Any = None) -> Worker:
+                shutdown_timeout: float = 5.0, proc: Any = None, sink: Any = None, overlap: bool = True) -> Worker:
     scfg = source_config(redis_url, batch_size=batch_size, ttl=ttl)
     client = scfg.client()
     source = RedisListSource(client, scfg, worker_id)
     dead = DeadLetterStore(client, f"{scfg.key}:dead", main_key=scfg.key, worker=worker_id)
     wcfg = WorkerConfig.model_validate({"id": worker_id, "shutdown_timeout": timedelta(seconds=shutdown_timeout),
                                         "backoff_initial": timedelta(milliseconds=50),
-                                        "backoff_max": timedelta(milliseconds=500)})
+                                        "backoff_max": timedelta(milliseconds=500), "overlap": overlap})
     sink_stop = threading.Event()
     return Worker(source, proc if proc is not None else pipeline(), sink or make_sink(es_url, sink_stop), dead,
                   Metrics(), wcfg, sink_stop=sink_stop)
