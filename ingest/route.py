@@ -75,13 +75,11 @@ class Routed:
         With an offset: host + path + offset + the line itself (a rotated file restarts offsets, the
         line makes a reused offset a different id); without: the raw event.
         """
-        h = hashlib.blake2b(digest_size=16)
-        if self.offset is not None:
-            h.update(f"{self.host}\0{self.path}\0{self.offset}\0".encode())
-            h.update(self.message.encode("utf-8", "surrogatepass"))
+        if self.offset is not None:  # the same bytes as host, path and offset encoded apart from the line
+            data = f"{self.host}\0{self.path}\0{self.offset}\0{self.message}".encode("utf-8", "surrogatepass")
         else:
-            h.update(self.raw)
-        return h.hexdigest()
+            data = self.raw
+        return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def _get(event: dict[str, Any], *path: str) -> Any:

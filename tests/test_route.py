@@ -51,3 +51,20 @@ def test_host(event: dict[str, Any], host: str | None) -> None:
     routed = route({"message": "x", "source": "/var/log/auth.log", **event})
     assert isinstance(routed, Routed)
     assert routed.host == host
+
+
+@pytest.mark.parametrize(("raw", "doc_id"), [
+    (b'{"@timestamp":"2024-05-17T00:00:00.538Z","host":{"name":"web-2"},"log":{"file":{"path":"/var/log/auth.log"},'
+     b'"offset":171},"message":"May 17 00:00:00 web-2 sshd[10411]: Accepted publickey for sybil from '
+     b'89.160.20.176 port 50617 ssh2"}', "9c8787cd815922d80844d177eb351a3b"),
+    (b'{"source":"/var/log/commands.log","offset":0,"beat":{"hostname":"db-1"},'
+     b'"message":"caf\\u00e9 \\u65e5\\u672c \\ud83d\\ude00 [0]"}', "a81ddd76583c0cfea241ea48e104a6fd"),
+    (b'{"message":"no offset: the raw event is hashed","fields":{"log_type":"auth"}}',
+     "c33f1158eb16cb6e6d8e4cb28b65f5e8"),
+])
+def test_document_ids_never_change(raw: bytes, doc_id: str) -> None:
+    """Ids of events indexed by earlier versions: a redelivered event must get the same id (409)
+    after an upgrade too, or it is stored twice."""
+    routed = Router().route(raw)
+    assert isinstance(routed, Routed)
+    assert routed.document_id() == doc_id
