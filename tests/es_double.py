@@ -1321,10 +1321,15 @@ def _filter(value: Any, tree: dict[str, Any]) -> Any:
         return _MISSING
     out = {}
     star = tree.get("*")
+    if star is None:  # only named keys: look those up (an item has many keys, a filter few)
+        for key, sub in tree.items():
+            if key in value and key != "\0":
+                kept = _filter(value[key], sub)
+                if kept is not _MISSING:
+                    out[key] = kept
+        return out if out else _MISSING
     for key, v in value.items():
         sub = tree.get(key, star)
-        if sub is None:
-            continue
         kept = _filter(v, sub)
         if kept is not _MISSING:
             out[key] = kept
