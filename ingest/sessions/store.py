@@ -172,8 +172,15 @@ class RedisSessionStore(SessionStore):
                         before = {k: self._entry(states[k]) for k in keys}
                         result = fn(states)
                         pipe.multi()
+                        adds: dict[str, dict[str, int]] = {index: {} for index in INDEXES}
+                        removes: dict[str, list[str]] = {index: [] for index in INDEXES}
                         for k, name, raw in zip(keys, names, raws, strict=True):
-                            self._queue_write(pipe, k, name, raw, before[k], states[k], now)
+                            self._queue_write(pipe, k, name, raw, before[k], states[k], now, adds, removes)
+                        for index in INDEXES:  # one ZADD and one ZREM per index for the whole batch
+                            if adds[index]:
+                                pipe.zadd(self._ix(index), adds[index])
+                            if removes[index]:
+                                pipe.zrem(self._ix(index), *removes[index])
                         for index in ("open", "orph", "tomb"):
                             pipe.zcard(self._ix(index))
                         replies = pipe.execute()
@@ -186,7 +193,8 @@ class RedisSessionStore(SessionStore):
         raise SessionStoreUnavailable(f"session store contended: {MAX_ATTEMPTS} conflicting attempts")
 
     def _queue_write(self, pipe: Any, key: str, name: str, raw: bytes | None, before: IndexEntry | None,
-                     state: State, now: int) -> None:
+                     state: State, now: int, adds: dict[str, dict[str, int]], removes: dict[str, list[str]]) -> None:
+        """Queue the write of one key's state; collect its index changes into ``adds`` / ``removes``."""
         entry = self._entry(state)
         if entry is None:
             if raw is not None:
@@ -200,9 +208,9 @@ class RedisSessionStore(SessionStore):
             old = getattr(before, index) if before is not None else None
             if score is None:
                 if old is not None or raw is None:  # raw None: maybe a member whose key Redis expired
-                    pipe.zrem(self._ix(index), key)
+                    removes[index].append(key)
             elif score != old:
-                pipe.zadd(self._ix(index), {key: score})
+                adds[index][key] = score
 
     def due(self, now: int, limit: int) -> list[str]:
         try:
