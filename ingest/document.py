@@ -71,26 +71,44 @@ def _merge_related(doc: dict[str, Any], kind: str, values: list[Any]) -> None:
 
 def related_writer(paths: dict[str, tuple[tuple[str, ...], ...]]) -> Callable[[dict[str, Any]], None]:
     """Generate ``write(doc)``: for each ``related.<kind>`` the values at its field paths, as
-    :func:`add_related` would add them one by one (once each, skipping empty ones), without a
-    generic path walk per field: this runs for every document."""
+    :func:`add_related` would add them one by one (once each, in path order, skipping empty ones),
+    without a generic path walk per field: this runs for every document. Each object on the way
+    is looked up once, however many paths go through it."""
     lines = ["def write(doc):"]
-    for number, (kind, kind_paths) in enumerate(paths.items()):
+    nodes: dict[tuple[str, ...], str] = {(): "doc"}
+
+    def node(path: tuple[str, ...]) -> str:
+        """A local holding the object at ``path`` (None if absent or not an object)."""
+        if path not in nodes:
+            above = node(path[:-1])
+            name = nodes[path] = f"n{len(nodes)}"
+            lines.append(f"    {name} = {above}.get({path[-1]!r}) if {above} is not None else None")
+            lines.append(f"    if type({name}) is not dict:")
+            lines.append(f"        {name} = None")
+        return nodes[path]
+
+    values: dict[str, list[str]] = {}
+    for kind, kind_paths in paths.items():
+        for path in kind_paths:
+            holder = node(path[:-1])
+            value = f"v{sum(len(v) for v in values.values())}"
+            lines.append(f"    {value} = {holder}.get({path[-1]!r}) if {holder} is not None else None")
+            values.setdefault(kind, []).append(value)
+    lines.append("    found = {}")
+    for number, (kind, kind_values) in enumerate(values.items()):
         out = f"r{number}"
         lines.append(f"    {out} = []")
-        for path in kind_paths:
-            indent, node = "    ", "doc"
-            for depth, part in enumerate(path[:-1]):
-                child = f"n{depth}"
-                lines.append(f"{indent}{child} = {node}.get({part!r})")
-                lines.append(f"{indent}if type({child}) is dict:")
-                indent, node = indent + "    ", child
-            lines.append(f"{indent}v = {node}.get({path[-1]!r})")
-            lines.append(f"{indent}if v is not None and v != '' and v not in {out}:")
-            lines.append(f"{indent}    {out}.append(v)")
+        for value in kind_values:
+            lines.append(f"    if {value} is not None and {value} != '' and {value} not in {out}:")
+            lines.append(f"        {out}.append({value})")
         lines.append(f"    if {out}:")
-        lines.append(f"        _merge(doc, {kind!r}, {out})")
-    if len(lines) == 1:
-        lines.append("    pass")
+        lines.append(f"        found[{kind!r}] = {out}")
+    lines.append("    if found:")
+    lines.append("        if 'related' not in doc:")
+    lines.append("            doc['related'] = found")
+    lines.append("        else:")
+    lines.append("            for kind, kind_values in found.items():")
+    lines.append("                _merge(doc, kind, kind_values)")
     env: dict[str, Any] = {"_merge": _merge_related}
     exec("\n".join(lines), env)  # noqa: S102 - generated from the parsers' own field lists
     return env["write"]  # type: ignore[no-any-return]
