@@ -134,14 +134,14 @@ def mark_of(doc: dict[str, Any]) -> Mark | None:
 
 
 #: Every event.action that can play a part in a session: anything else is dismissed at once.
-_SESSION_ACTIONS = frozenset({"ssh_login", "session_closed", "ssh_disconnect", "vpn_connect", "vpn_disconnect",
+SESSION_ACTIONS = frozenset({"ssh_login", "session_closed", "ssh_disconnect", "vpn_connect", "vpn_disconnect",
                               "vpn_ip_assigned", "session.start", "session.end"})
 
 
 def _classify(doc: dict[str, Any]) -> tuple[str, Role, str] | None:
     event = doc.get("event")
     action = event.get("action") if isinstance(event, dict) else None
-    if action not in _SESSION_ACTIONS:
+    if action not in SESSION_ACTIONS:
         return None
     doc_type = doc.get("type")
     if doc_type == "auth":

@@ -14,7 +14,7 @@ from typing import Any
 
 from ingest.sessions import state as st
 from ingest.sessions.doc import build
-from ingest.sessions.events import Mark, mark_of, to_micros
+from ingest.sessions.events import SESSION_ACTIONS, Mark, mark_of, to_micros
 from ingest.sessions.store import SessionStore, Sizes
 
 SessionDoc = tuple[str, dict[str, Any]]
@@ -56,7 +56,13 @@ class SessionPairer:
         """Apply every session event in ``docs``; the documents of the sessions this closed."""
         if not self.config.enabled:
             return []
-        marks = [m for m in (mark_of(d) for d in docs) if m is not None]
+        marks: list[Mark] = []
+        for doc in docs:
+            event = doc.get("event")  # most documents play no part: not even a call for them
+            if type(event) is dict and event.get("action") in SESSION_ACTIONS:
+                mark = mark_of(doc)
+                if mark is not None:
+                    marks.append(mark)
         if not marks:
             return []
         marks.sort(key=lambda m: (m.ts, _ROLE_ORDER[m.role]))  # stable: same-time lines keep file order
