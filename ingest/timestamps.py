@@ -21,7 +21,8 @@ from zoneinfo import ZoneInfo
 from ingest.document import format_timestamp
 
 _MONTHS = {name: number for number, name in enumerate(calendar.month_abbr) if name}
-_CACHE_LIMIT = 200_000
+#: entries per cache (texts of recent seconds: lines arrive roughly in time order); a full cache starts over
+_CACHE_LIMIT = 20_000
 _DAY = timedelta(days=1)
 
 
