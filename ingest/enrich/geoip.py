@@ -179,9 +179,10 @@ def _as_from_record(record: dict[str, Any]) -> dict[str, Any] | None:
 def _records(reader: Any) -> Callable[[str], Any] | None:
     """The raw-record lookup (maxminddb's ``get``) behind a ``geoip2`` database reader, or None.
 
-    ``geoip2`` builds a full model object tree per answer (about 50 µs for City + ASN here); the
-    raw record is the same data as a dict, read in a few µs. Other reader objects (tests' stand-ins)
-    are asked through ``city()`` / ``asn()``.
+    ``geoip2`` builds a full model object tree per answer; the raw record is the same data as a
+    dict: an uncached City + ASN lookup took 36 µs through the models and 16 µs this way (most of
+    it maxminddb building the City record's names in every language). Other reader objects
+    (tests' stand-ins) are asked through ``city()`` / ``asn()``.
     """
     if isinstance(reader, geoip2.database.Reader):
         get = getattr(getattr(reader, "_db_reader", None), "get", None)
