@@ -25,12 +25,12 @@ class Rule:
     name: str
     grok: Grok
     programs: frozenset[str] | None
+    #: ``write(m, doc)``: the captures of a match, then ``set_fields`` and ``tags`` (generated code)
+    write: Callable[[Any, dict[str, Any]], None]
     set_fields: tuple[tuple[tuple[str, ...], Any], ...] = ()
     tags: tuple[str, ...] = ()
     #: literal text every match starts with ('' if none): lines without it skip the regex
     prefix: str = ""
-    #: ``write(m, doc)``: the captures of a match, then ``set_fields`` and ``tags`` (generated code)
-    write: Callable[[Any, dict[str, Any]], None] | None = None
 
 
 _META = set("\\[](){}.*+?|^$%")

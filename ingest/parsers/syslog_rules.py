@@ -47,7 +47,7 @@ class RulesParser(Parser):
             m = rule.grok.search(body)
             if m is None:
                 continue
-            rule.write(m, doc)  # type: ignore[misc]  # set by load_rules
+            rule.write(m, doc)
             break
         else:
             add_tag(doc, PARSE_FAILURE_TAG)
