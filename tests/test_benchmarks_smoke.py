@@ -69,3 +69,25 @@ def test_pipeline_one_document_per_event(events: list[bytes]) -> None:
     from_events = [a for a in result.actions if a.raw is not None]  # not sessions or alerts
     assert len(from_events) == 300
     assert len({a.id for a in from_events}) == 300
+
+
+def test_stage_by_stage_run_makes_what_the_pipeline_makes(events: list[bytes]) -> None:
+    """benchmarks/stages.py times the pipeline's steps one by one: it must be the same work."""
+    import run
+    import stages
+
+    expected = []
+    pipeline = run.new_pipeline()
+    for i in range(0, 600, 200):
+        expected += pipeline.process(events[i:i + 200]).actions
+    split = stages.run_steps(run.new_pipeline(), events[:600], batch=200)
+
+    def made(actions: list) -> list:  # alerts carry the wall-clock time they were made at
+        for a in actions:
+            if a.doc["type"] == "alert":
+                a.doc["event"].pop("created")
+        return [(a.index, a.id, a.doc) for a in actions]
+
+    assert made(split) == made(expected)
+    assert {"session", "alert"} <= {a.doc["type"] for a in split}  # sessions and detections took part
+    assert len(stages.run_steps(run.new_pipeline(), events[:50], stop_after="parse")) == 0
