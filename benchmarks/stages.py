@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="runs; each step's minimum is printed")
     ap.add_argument("--stop-after", choices=STEPS, help="run the steps up to this one once, print nothing")
     args = ap.parse_args(argv)
+    run.quiet()
     events = corpus.generate(args.events)
     if args.stop_after:
         pipeline = run.new_pipeline()
