@@ -28,6 +28,7 @@ from typing import Any
 import pygrok  # type: ignore[import-untyped]
 import regex  # type: ignore[import-untyped]
 
+from ingest.document import add_tag
 from ingest.errors import PatternError
 
 _BUNDLED_DIR = Path(pygrok.__file__).parent / "patterns"
@@ -243,12 +244,6 @@ def _convert(convert: Callable[[str], Any], value: str) -> Any:
         return value  # Logstash keeps the string when a conversion fails
 
 
-def _add_tag(doc: dict[str, Any], tag: str) -> None:
-    tags = doc.setdefault("tags", [])
-    if tag not in tags:
-        tags.append(tag)
-
-
 _LITERAL_TYPES = (str, int, float, bool, type(None))
 
 
@@ -304,7 +299,7 @@ def make_writer(fields: list[tuple[int, tuple[str, ...], Callable[[str], Any] | 
     conversion), then ``constants`` (path, value; lists and dicts are fresh per document), then
     ``tags``. One ``m.group(...)`` call fetches every capture; each parent object is looked up once."""
     src = _Source()
-    env: dict[str, Any] = {"_convert": _convert, "_add_tag": _add_tag}
+    env: dict[str, Any] = {"_convert": _convert, "_add_tag": add_tag}
     body = src.lines
     if fields:
         names = [f"v{i}" for i in range(len(fields))]
