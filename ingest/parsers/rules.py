@@ -25,10 +25,8 @@ class Rule:
     name: str
     grok: Grok
     programs: frozenset[str] | None
-    #: ``write(m, doc)``: the captures of a match, then ``set_fields`` and ``tags`` (generated code)
+    #: ``write(m, doc)``: the captures of a match, then the rule's ``set`` fields and ``tags`` (generated code)
     write: Callable[[Any, dict[str, Any]], None]
-    set_fields: tuple[tuple[tuple[str, ...], Any], ...] = ()
-    tags: tuple[str, ...] = ()
     #: literal text every match starts with ('' if none): lines without it skip the regex
     prefix: str = ""
 
@@ -98,14 +96,11 @@ def load_rules(path: Path, library: PatternLibrary) -> RuleSet:
             raise PatternError("`set` must be a table of dotted field names to values", path=origin)
         grok = library.compile(raw["match"], origin=origin)
         constants = tuple((tuple(k.split(".")), v) for k, v in set_fields.items())
-        tags = tuple(raw.get("tags", ()))
         rules.append(Rule(
             name=name,
             grok=grok,
             programs=frozenset(p.lower() for p in programs) if programs is not None else None,
-            set_fields=constants,
-            tags=tags,
             prefix=literal_prefix(raw["match"]),
-            write=grok.writer(constants, tags),
+            write=grok.writer(constants, tuple(raw.get("tags", ()))),
         ))
     return RuleSet(str(path), header, rules)
