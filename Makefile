@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test lint bench bench-smoke clean
+.PHONY: venv demo test lint coverage bench bench-smoke clean
 
 $(BIN)/audit-ingest: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+# Per kind and program: how many lines of the message catalogue (tests/data/catalogue) are classified.
+coverage: venv
+	@$(BIN)/python -m tests.parsers.catalogue
 
 lint: venv
 	$(BIN)/ruff check ingest tests benchmarks
