@@ -1,4 +1,4 @@
-"""``audit-ingest``: ``run`` (the worker), ``parse`` (no servers), ``setup``, ``dlq``."""
+"""``audit-ingest``: ``run`` (the worker), ``parse`` (no servers), ``setup``, ``dlq``, ``notify-test``."""
 
 from __future__ import annotations
 
@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replay", nargs="?", const=-1, type=int, metavar="N",
                    help="put entries (all, or the first N) back on the main list to be processed again")
     p.set_defaults(func=cmd_dlq)
+
+    p = sub.add_parser("notify-test", help="send a sample alert to each configured notification output now "
+                                           "and say what happened")
+    _common(p)
+    p.add_argument("--output", action="append", default=[], metavar="NAME",
+                   help="only this output (repeatable; default: every enabled output)")
+    p.set_defaults(func=cmd_notify_test)
     return parser
 
 
@@ -216,6 +223,9 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     r = settings.redis
     client = r.client()
     store = DeadLetterStore(client, settings.deadletter.key_for(r.key), main_key=r.key, worker="cli")
+    from ingest.notify.build import build_queue
+
+    store.requeue_notification = build_queue(settings, client, "cli").requeue_dead
     try:
         if args.replay is not None:
             moved = store.replay(None if args.replay < 0 else args.replay)
@@ -228,6 +238,23 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         client.close()
     return 0
+
+
+def cmd_notify_test(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.notify.build import notify_test
+
+    known = settings.notify.active()
+    if not known:
+        raise ConfigError("no enabled notify output: configure notify.outputs.<name> (see README, Notifications)",
+                          key="notify.outputs")
+    unknown = [name for name in args.output if name not in known]
+    if unknown:
+        raise ConfigError(f"no enabled output named {', '.join(unknown)} (configured: {', '.join(sorted(known))})",
+                          key="notify.outputs")
+    results = notify_test(settings, args.output or None)
+    for r in results:
+        print(f"{'ok    ' if r.ok else 'FAILED'} {r.output} ({r.target}): {r.text} in {r.seconds:.2f}s")
+    return 0 if all(r.ok for r in results) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

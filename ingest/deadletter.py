@@ -9,7 +9,8 @@ Each entry is one JSON object::
 writes a batch's dead letters in the same Lua script that acknowledges the batch
 (:meth:`ingest.sources.redis_list.RedisListSource.ack`), so a crash can neither ack a batch and
 lose its dead letters nor write them twice. ``replay`` moves entries back to the main list, one
-atomic script per entry, for another try after a fix.
+atomic script per entry, for another try after a fix; a notification that could not be sent
+(stage ``notify``, see :mod:`ingest.notify`) goes back to its output's queue instead.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -87,6 +88,9 @@ class DeadLetterStore:
         self.worker = worker
         self.max_length = max_length
         self._replay_one = client.register_script(_REPLAY_ONE)
+        #: puts a notification dead letter (stage ``notify``) back on its output's queue instead of
+        #: the main list (:meth:`ingest.notify.queue.NotifyQueue.requeue_dead`); unset: left in place
+        self.requeue_notification: Callable[[bytes, dict[str, Any]], bool] | None = None
 
     def entries(self, dead: Iterable[DeadLetter]) -> list[bytes]:
         """Encoded entries, for :meth:`RedisListSource.ack` to write with the acknowledgement."""
@@ -156,10 +160,20 @@ class DeadLetterStore:
             if head is None:
                 break
             try:
-                raw = decode_raw(orjson.loads(head))
+                entry = orjson.loads(head)
+                raw = decode_raw(entry)
             except (orjson.JSONDecodeError, ValueError, AttributeError):
                 log.warning("dead letter entry is not a valid entry; replaying it as is")
-                raw = head
+                entry, raw = None, head
+            if isinstance(entry, dict) and entry.get("stage") == "notify":
+                # an alert whose message was not sent: back to its output's queue, not to the main list
+                if self.requeue_notification is None or not (entry.get("output") and entry.get("alert_id")):
+                    log.warning("a notification dead letter without its output is at the head of %s, or no "
+                                "notification queue was given: replay stops there", self.key)
+                    break
+                if self.requeue_notification(head, entry):
+                    moved += 1
+                continue
             if self._replay_one(keys=[self.key, dest], args=[head, raw]):
                 moved += 1
         if moved:

@@ -26,6 +26,7 @@ from ingest.enrich.geoip import GeoIpConfig
 from ingest.enrich.keys import KeyOwnerConfig
 from ingest.errors import ConfigError
 from ingest.metrics import MetricsConfig
+from ingest.notify import NotifyConfig
 from ingest.route import RoutingConfig
 from ingest.sessions import SessionConfig
 from ingest.sinks.elasticsearch import ElasticsearchConfig
@@ -120,6 +121,7 @@ class Settings(BaseSettings):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     elasticsearch: ElasticsearchConfig = Field(default_factory=ElasticsearchConfig)
     kibana: KibanaConfig = Field(default_factory=KibanaConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

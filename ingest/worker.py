@@ -37,7 +37,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from types import FrameType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,6 +48,9 @@ from ingest.metrics import Metrics
 from ingest.model import BatchResult, DeadLetter, IndexAction, Rejected
 from ingest.route import quote
 from ingest.sources.redis_list import RedisListSource, default_worker_id, mask_url
+
+if TYPE_CHECKING:
+    from ingest.notify.hook import Notifier, Pending
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +106,13 @@ class _Batch:
 class Worker:
     def __init__(self, source: RedisListSource, pipeline: PipelineLike, sink: SinkLike,
                  deadletters: DeadLetterStore, metrics: Metrics | None = None, config: WorkerConfig | None = None,
-                 *, sink_stop: threading.Event | None = None) -> None:
+                 *, sink_stop: threading.Event | None = None, notifier: Notifier | None = None) -> None:
         self.source = source
         self.pipeline = pipeline
         self.sink = sink
         self.deadletters = deadletters
+        #: queues the notifications of a batch's alerts with its ack (None: no notify outputs)
+        self.notifier = notifier
         self.metrics = metrics or Metrics()
         self.config = config or WorkerConfig.model_validate({})
         #: set as soon as a stop is asked for: no new batch is taken
@@ -362,7 +367,8 @@ class Worker:
         raws, result = batch.raws, batch.result
         dead = list(result.dead) + [self._rejected_letter(r) for r in rejected]
         indexed = len(result.actions) - len(rejected)
-        self._ack(dead, batch.source)
+        pending = self.notifier.pending(result.actions, rejected) if self.notifier is not None else None
+        self._ack(dead, batch.source, pending)
         self.metrics.events_indexed.inc(indexed)
         made = {"session": 0, "alert": 0}
         for action in result.actions:
@@ -437,10 +443,20 @@ class Worker:
         raw = r.action.raw if r.action.raw is not None else orjson.dumps(r.action.doc, default=str)
         return DeadLetter(raw, "index", r.error_type or "rejected", r.reason, r.status or None)
 
-    def _ack(self, dead: list[DeadLetter], slot: RedisListSource | None = None) -> None:
+    def _ack(self, dead: list[DeadLetter], slot: RedisListSource | None = None, pending: Pending | None = None
+             ) -> None:
         source = slot or self.source
         entries = self.deadletters.entries(dead)
-        self._retry_redis("ack", lambda: source.ack(entries, self.deadletters.key, self.deadletters.max_length))
+        notifier = self.notifier
+        if notifier is None or not pending:
+            self._retry_redis("ack", lambda: source.ack(entries, self.deadletters.key, self.deadletters.max_length))
+        else:  # the alerts' notifications are queued in the ack's own transaction (ingest.notify.hook)
+            def before(pipe: Any) -> None:
+                notifier.queue_in(pipe, source.processing_key, pending)
+            self._retry_redis("ack", lambda: source.ack(entries, self.deadletters.key, self.deadletters.max_length,
+                                                        before=before))
+            if source.last_before:
+                notifier.record(source.last_before[0], pending)
         if source.last_trimmed:
             self.metrics.dead_trimmed.inc(source.last_trimmed)
 
@@ -498,8 +514,9 @@ class Worker:
 
 def build_worker(settings: Any) -> tuple[Worker, Callable[[], None]]:
     """A worker from the composed settings (``settings.redis``, ``.deadletter``, ``.worker``,
-    ``.metrics``, ``.elasticsearch``); returns it and a function that closes what it opened."""
+    ``.metrics``, ``.elasticsearch``, ``.notify``); returns it and a function that closes what it opened."""
     from ingest.metrics import MetricsServer
+    from ingest.notify.build import build_notifications
     from ingest.pipeline import Pipeline
     from ingest.sinks.elasticsearch import ElasticsearchSink, build_client
 
@@ -517,15 +534,21 @@ def build_worker(settings: Any) -> tuple[Worker, Callable[[], None]]:
     es = build_client(settings.elasticsearch)
     sink = ElasticsearchSink(es, settings.elasticsearch, stop=sink_stop)
     pipeline = Pipeline.from_settings(settings, client)
-    worker = Worker(source, pipeline, sink, deadletters, metrics, wcfg, sink_stop=sink_stop)
+    notify = build_notifications(settings, client, metrics.registry, worker_id)
+    worker = Worker(source, pipeline, sink, deadletters, metrics, wcfg, sink_stop=sink_stop,
+                    notifier=notify.notifier if notify is not None else None)
     server = None
     if mcfg.enabled:
         try:
             server = MetricsServer(metrics, mcfg.bind, mcfg.port).start()
         except OSError as e:
             raise ConfigError(f"cannot listen on {mcfg.bind}:{mcfg.port}: {e}", key="metrics.port") from e
+    if notify is not None:
+        notify.start()  # the sender threads, beside the worker loop (ingest.notify.sender)
 
     def close() -> None:
+        if notify is not None:
+            notify.close()
         if server is not None:
             server.close()
         es.close()

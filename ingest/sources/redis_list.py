@@ -252,6 +252,8 @@ class RedisListSource:
         self._on_lost_owner = on_lost_owner
         self.in_flight = 0
         self.last_trimmed = 0
+        #: replies of the commands ``ack(before=...)`` added to the last ack's transaction
+        self.last_before: list[Any] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -359,16 +361,35 @@ class RedisListSource:
             items = self.fill(n)
         return items
 
-    def ack(self, dead_entries: Sequence[bytes] = (), dead_key: str | None = None, dead_max: int | None = None
-            ) -> bool:
+    def ack(self, dead_entries: Sequence[bytes] = (), dead_key: str | None = None, dead_max: int | None = None,
+            *, before: Callable[[Any], None] | None = None) -> bool:
         """Remove the batch for good and append its dead letters, in one script.
 
         False if this worker no longer held a batch (already acked, or recovered by another worker
         after this worker's heartbeat expired: the dead letters are then that worker's to write).
+
+        ``before(pipe)``, if given, queues more commands (the notifications of the batch's alerts,
+        :mod:`ingest.notify.hook`) into a MULTI/EXEC transaction that ends with the ack script, so
+        they are applied with the ack, all or nothing, and see the processing list still there;
+        their replies (an exception object for one that failed) are left in :attr:`last_before`.
         """
         dkey = dead_key or f"{self.main_key}:dead"
-        done = self._call(lambda: self._ack(keys=[self.processing_key, dkey],
-                                            args=[dead_max or 0, *dead_entries]))
+        keys = [self.processing_key, dkey]
+        args: list[Any] = [dead_max or 0, *dead_entries]
+        self.last_before = []
+        if before is None:
+            done = self._call(lambda: self._ack(keys=keys, args=args))
+        else:
+            def transaction() -> Any:
+                with self.redis.pipeline(transaction=True) as pipe:
+                    before(pipe)
+                    self._ack(keys=keys, args=args, client=pipe)
+                    replies = pipe.execute(raise_on_error=False)
+                if isinstance(replies[-1], Exception):
+                    raise replies[-1]
+                self.last_before = replies[:-1]
+                return replies[-1]
+            done = self._call(transaction)
         self.in_flight = 0
         if done == -1:
             self.last_trimmed = 0
