@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,18 +18,24 @@ GEOIP = {"city_database": str(DATA / "geoip" / "GeoLite2-City-Test.mmdb"),
          "asn_database": str(DATA / "geoip" / "GeoLite2-ASN-Test.mmdb")}
 
 
-def sample_alerts(name: str = "bruteforce.log", **overrides: Any) -> list[Alert]:
-    """The alerts the real pipeline (memory stores, the GeoIP test databases) raises on a sample file."""
+def sample_alerts(name: str = "bruteforce.log") -> list[Alert]:
+    """The alerts the real pipeline (memory stores, the GeoIP test databases) raises on a sample file
+    (fresh copies each call)."""
+    return [Alert.decode(raw) for raw in _sample_alerts(name)]
+
+
+@functools.cache
+def _sample_alerts(name: str) -> tuple[bytes, ...]:
     from ingest.pipeline import Pipeline, wrap_line
     from ingest.settings import load_settings
 
-    settings = load_settings(overrides={"geoip": GEOIP, "sessions": {"enabled": False}, **overrides})
+    settings = load_settings(overrides={"geoip": GEOIP, "sessions": {"enabled": False}})
     pipeline = Pipeline.from_settings(settings, None, clock=lambda: READ_AT)
     lines = (DATA / "samples" / name).read_text().splitlines()
     raws = [wrap_line(line, path=f"/var/log/{name}", offset=i * 200, kind="auth", read_at=READ_AT)
             for i, line in enumerate(lines) if line.strip()]
     result = pipeline.process(raws)
-    return [Alert(a.id, a.index, a.doc) for a in result.actions if a.doc.get("type") == "alert"]
+    return tuple(Alert(a.id, a.index, a.doc).encode() for a in result.actions if a.doc.get("type") == "alert")
 
 
 @pytest.fixture
