@@ -1,7 +1,9 @@
 """Helpers for the worker tests, and a worker process for the crash/SIGTERM tests.
 
 ``python -m tests.worker_proc --redis URL --es URL --id ID [...]`` runs a real :class:`Worker`
-(real pipeline, the Elasticsearch sink, the Redis list source) until SIGTERM.
+(real pipeline, the Elasticsearch sink, the Redis list source) until SIGTERM; with ``--detect``
+the detection rules, with ``--notify JSON`` the notifications (queued with the ack, the sender
+threads beside the loop).
 """
 
 from __future__ import annotations
@@ -47,6 +49,36 @@ def sample_events(n: int, *, host: str = "h1", start: int = 0) -> list[bytes]:
     return out
 
 
+def file_events(name: str, *, host: str | None = None, start: int = 0) -> list[bytes]:
+    """The lines of one sample file as Filebeat events (offsets from ``start``)."""
+    lines = [line for line in (SAMPLES / name).read_text().splitlines() if line.strip()]
+    return [orjson.dumps({
+        "@timestamp": "2024-05-17T16:05:00.000Z", "message": line,
+        "log": {"file": {"path": PATHS[name]}, "offset": (start + i) * 100},
+        "host": {"name": host or "collector"}, "agent": {"type": "filebeat", "version": "8.15.0"},
+        "fields": {"log_type": KINDS[name]}}) for i, line in enumerate(lines)]
+
+
+def detecting_pipeline(redis_url: str) -> Any:
+    """The real pipeline with the detection rules on Redis (shared by every worker), no sessions."""
+    from ingest.pipeline import Pipeline
+    from ingest.settings import load_settings
+
+    logging.getLogger("ingest.enrich.geoip").setLevel(logging.ERROR)
+    settings = load_settings(overrides={"sessions": {"enabled": False}, "redis": {"url": redis_url}})
+    return Pipeline.from_settings(settings, settings.redis.client())
+
+
+def notifications(redis_url: str, notify: dict[str, Any], worker_id: str) -> Any:
+    """The notify hook and sender of ``notify`` settings (ingest.notify.build), not started."""
+    from ingest.notify.build import build_notifications
+    from ingest.settings import load_settings
+
+    settings = load_settings(overrides={"redis": {"url": redis_url}, "notify": notify})
+    client = settings.redis.client()
+    return build_notifications(settings, client, Metrics().registry, worker_id)
+
+
 def pipeline() -> Any:
     """The real pipeline from default settings, without session documents (one document per event)."""
     from ingest.pipeline import Pipeline
@@ -75,7 +107,8 @@ def source_config(redis_url: str, *, batch_size: int = 50, ttl: float = 1.0, **k
 
 
 def make_worker(redis_url: str, es_url: str, worker_id: str, *, batch_size: int = 50, ttl: float = 1.0,
-                shutdown_timeout: float = 5.0, proc: Any = None, sink: Any = None, overlap: bool = True) -> Worker:
+                shutdown_timeout: float = 5.0, proc: Any = None, sink: Any = None, overlap: bool = True,
+                notifier: Any = None) -> Worker:
     scfg = source_config(redis_url, batch_size=batch_size, ttl=ttl)
     client = scfg.client()
     source = RedisListSource(client, scfg, worker_id)
@@ -85,7 +118,7 @@ def make_worker(redis_url: str, es_url: str, worker_id: str, *, batch_size: int 
                                         "backoff_max": timedelta(milliseconds=500), "overlap": overlap})
     sink_stop = threading.Event()
     return Worker(source, proc if proc is not None else pipeline(), sink or make_sink(es_url, sink_stop), dead,
-                  Metrics(), wcfg, sink_stop=sink_stop)
+                  Metrics(), wcfg, sink_stop=sink_stop, notifier=notifier)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,15 +129,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--ttl", type=float, default=1.0)
     ap.add_argument("--shutdown-timeout", type=float, default=5.0)
+    ap.add_argument("--detect", action="store_true", help="the detection rules on (Redis state)")
+    ap.add_argument("--notify", help="notify settings as JSON: alerts queued with the ack, the sender running")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {args.id} %(levelname)s %(name)s: %(message)s")
     logging.getLogger("elastic_transport").setLevel(logging.WARNING)
+    notify = notifications(args.redis, orjson.loads(args.notify), args.id) if args.notify else None
     worker = make_worker(args.redis, args.es, args.id, batch_size=args.batch_size, ttl=args.ttl,
-                         shutdown_timeout=args.shutdown_timeout)
+                         shutdown_timeout=args.shutdown_timeout,
+                         proc=detecting_pipeline(args.redis) if args.detect else None,
+                         notifier=notify.notifier if notify is not None else None)
     worker.install_signal_handlers()
     started = time.monotonic()
-    code = worker.run()
+    if notify is not None:
+        notify.start()
+    try:
+        code = worker.run()
+    finally:
+        if notify is not None:
+            notify.close()
     logging.getLogger("worker_proc").info("exit %d after %.1fs", code, time.monotonic() - started)
     return code
 
