@@ -24,13 +24,15 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_settings import NoDecode
 
 TYPES = ("webhook", "slack", "email")
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
 def _list_of_strings(value: Any) -> Any:
-    """A list from TOML, or from the environment as JSON (``'["a","b"]'``) or comma-separated text."""
+    """A list from TOML, or from the environment as JSON (``'["a","b"]'``) or comma-separated text
+    (``NoDecode``: the environment's text reaches this validator as it is)."""
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
@@ -45,7 +47,7 @@ class OutputBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(True, description="Send to this output (false: keep it configured, send nothing).")
-    rules: list[str] | None = Field(None, description="rule.name values this output takes (unset or empty: all "
+    rules: Annotated[list[str] | None, NoDecode] = Field(None, description="rule.name values this output takes (unset or empty: all "
                                                       "rules); from the environment as JSON or a,b,c.")
     min_severity: int = Field(0, ge=0, le=100, description="Only alerts whose event.severity is at least this "
                                                             "(rules: unmapped_key 47, new_country 47, "
@@ -142,7 +144,7 @@ class EmailOutput(OutputBase):
     username: str | None = Field(None, description="SMTP AUTH user (with password).")
     password: SecretStr | None = Field(None, description="SMTP AUTH password; never logged.")
     from_address: str = Field(min_length=3, description="From: address.")
-    to: list[str] = Field(min_length=1, description="Recipients; from the environment as JSON or a,b,c.")
+    to: Annotated[list[str], NoDecode] = Field(min_length=1, description="Recipients; from the environment as JSON or a,b,c.")
     subject_prefix: str = Field("[audit]", description="Start of every subject line.")
 
     @field_validator("to", mode="before")
