@@ -135,3 +135,46 @@ def test_notify_test_without_outputs_is_a_config_error(caplog: pytest.LogCapture
     assert main(["notify-test"]) == 2
     assert "no enabled notify output" in caplog.text
     assert main(["notify-test", "--output", "nope"]) == 2
+
+
+# -- docker-compose --------------------------------------------------------------------------------
+
+def compose_worker_env(values: dict[str, str]) -> dict[str, str]:
+    """The worker's AUDIT_INGEST_NOTIFY__* environment as docker compose would pass it."""
+    import re
+
+    import yaml
+
+    from tests.test_compose import COMPOSE, env_example, service_env
+
+    env = {**env_example(), **values}
+    worker = service_env(yaml.safe_load(COMPOSE.read_text())["services"]["worker"])
+
+    def fill(text: str) -> str:
+        return re.sub(r"\$\{([A-Z_0-9]+)(?::-)?\}", lambda m: env.get(m[1], ""), text)
+
+    return {k: fill(v) for k, v in worker.items() if k.startswith("AUDIT_INGEST_NOTIFY__")}
+
+
+def test_compose_with_env_example_as_it_is_has_no_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in compose_worker_env({}).items():
+        monkeypatch.setenv(key, value)
+    n = load_settings().notify
+    assert n.outputs == {} and n.kibana_url == "http://localhost:5601"
+
+
+def test_compose_outputs_from_env_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = compose_worker_env({
+        "NOTIFY_SLACK_WEBHOOK_URL": HOOK, "NOTIFY_SLACK_RULES": "brute_force,new_country",
+        "NOTIFY_WEBHOOK_URL": "https://siem.example.org/in", "NOTIFY_WEBHOOK_AUTHORIZATION": "Bearer abc12345678",
+        "NOTIFY_SMTP_HOST": "smtp.example.org", "NOTIFY_SMTP_USERNAME": "alerts", "NOTIFY_SMTP_PASSWORD": "pw123456789",
+        "NOTIFY_EMAIL_FROM": "audit@example.org", "NOTIFY_EMAIL_TO": "a@example.org,b@example.org",
+        "NOTIFY_EMAIL_MIN_SEVERITY": "73"})
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    outputs = load_settings().notify.outputs
+    slack, webhook, mail = outputs["slack"], outputs["webhook"], outputs["email"]
+    assert isinstance(slack, SlackOutput) and slack.rules == ["brute_force", "new_country"]
+    assert isinstance(webhook, WebhookOutput) and webhook.headers["authorization"].get_secret_value() == "Bearer abc12345678"
+    assert isinstance(mail, EmailOutput) and mail.to == ["a@example.org", "b@example.org"] and mail.min_severity == 73
+    assert mail.security == "starttls" and mail.smtp_port() == 587
