@@ -9,8 +9,9 @@ from ingest.metrics import PREFIX
 
 class NotifyMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.queued = Counter(f"{PREFIX}_notifications_queued", "Notifications queued with a batch's ack "
-                              "(one per alert and output).", ["outcome"], registry=registry)
+        self.queued = Counter(f"{PREFIX}_notifications_queued", "What queueing the alerts of acknowledged batches "
+                              "did: queued (one per alert and output), already_queued (alerts raised before), "
+                              "queue_full (dead-lettered), error.", ["outcome"], registry=registry)
         self.sent = Counter(f"{PREFIX}_notifications", "Notifications by what became of them: sent, retried, held "
                             "(rate limit), summarized, dead_lettered.", ["output", "outcome"], registry=registry)
         self.send_seconds = Histogram(f"{PREFIX}_notification_send_seconds", "Time one notification took to send.",
