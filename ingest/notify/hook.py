@@ -26,6 +26,22 @@ log = logging.getLogger(__name__)
 
 Pending = list[tuple[Alert, list[str]]]
 
+#: ``alert.trigger_ids`` kept in a queued notification (a brute-force storm lists thousands; the
+#: indexed alert keeps them all): bounds what one message holds in Redis
+TRIGGER_IDS_KEPT = 100
+
+
+def _trimmed(doc: dict[str, Any]) -> dict[str, Any]:
+    """The alert document as queued: ``alert.trigger_ids`` cut to its first TRIGGER_IDS_KEPT
+    (with ``alert.trigger_ids_total``), else the document itself."""
+    alert = doc.get("alert")
+    if not isinstance(alert, dict):
+        return doc
+    ids = alert.get("trigger_ids")
+    if not isinstance(ids, list) or len(ids) <= TRIGGER_IDS_KEPT:
+        return doc
+    return {**doc, "alert": {**alert, "trigger_ids": ids[:TRIGGER_IDS_KEPT], "trigger_ids_total": len(ids)}}
+
 
 class Notifier:
     def __init__(self, queue: NotifyQueue, config: NotifyConfig, metrics: NotifyMetrics | None = None) -> None:
@@ -54,7 +70,7 @@ class Notifier:
             severity = event.get("severity") if isinstance(event, dict) else None
             outputs = [n for n, o in self.outputs.items() if o.takes(name, severity)]
             if outputs:
-                out.append((Alert(action.id, action.index, doc), outputs))
+                out.append((Alert(action.id, action.index, _trimmed(doc)), outputs))
         return out
 
     def queue_in(self, pipe: Any, guard: str | None, pending: Pending) -> None:

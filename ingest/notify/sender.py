@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import redis
 
@@ -119,13 +119,28 @@ class OutputSender:
             self._failed(claim, SendError("internal_error", f"{type(e).__name__}: {self.channel.redact(str(e))}",
                                           permanent=False))
             return
-        self.queue.done(self.name, claim.alert.id)
+        self._record(lambda: self.queue.done(self.name, claim.alert.id), started)
         self._recovered()
         if self.metrics is not None:
             self.metrics.sent.labels(self.name, "sent").inc()
             self.metrics.send_seconds.labels(self.name).observe(time.monotonic() - started)
         log.info("notified %s: %s %s (%s)", self.channel.describe(), claim.alert.doc.get("rule", {}).get("name")
                  if isinstance(claim.alert.doc.get("rule"), dict) else "alert", claim.alert.id, answer)
+
+    def _record(self, fn: Callable[[], None], claimed: float) -> None:
+        """Record a message sent; while Redis is unreachable, try again until the lease would end
+        (after that another sender sends it again anyway), so a Redis blip costs no duplicate."""
+        deadline = claimed + self._lease_ms / 1000 * 0.9
+        wait = 0.1
+        while True:
+            try:
+                fn()
+                return
+            except redis.RedisError:
+                if time.monotonic() + wait > deadline:
+                    raise
+                time.sleep(wait)
+                wait = min(wait * 2, 2.0)
 
     def _failed(self, claim: Claim, e: SendError) -> None:
         cfg = self.config
@@ -163,6 +178,7 @@ class OutputSender:
             return
         summary = Summary.of(self.name, self.output.rate_limit, claim.alerts, self.channel.links,
                              self.config.rate_window)
+        started = time.monotonic()
         try:
             answer = self.channel.send_summary(summary)
         except SendError as e:
@@ -172,7 +188,7 @@ class OutputSender:
             log.exception("notifications (%s): could not build or send a summary", self.name)
             self._summary_failed(claim, SendError("internal_error", f"{type(e).__name__}: {e}", permanent=False))
             return
-        self.summaries.done(claim)
+        self._record(lambda: self.summaries.done(claim), started)
         self._recovered()
         if self.metrics is not None:
             self.metrics.sent.labels(self.name, "summarized").inc(len(claim.alerts))

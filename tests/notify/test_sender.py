@@ -234,3 +234,21 @@ def test_secrets_stay_out_of_logs_and_dead_letters(redis_client: redis.Redis, re
     assert "HTTP 401 Unauthorized: token *** and *** refused" in str(dead(redis_client))
     assert TOKEN not in text and "hdr-secret-777" not in text
     assert "webhook output ops" in caplog.text
+
+
+def test_a_redis_blip_after_sending_costs_no_duplicate(redis_client: redis.Redis, receiver: HttpReceiver,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    enqueue(redis_client, [alert()])
+    s = make_sender(redis_client, config(receiver.url))
+    real = s.queue.done
+    calls: list[int] = []
+
+    def flaky(output: str, alert_id: str) -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise redis.ConnectionError("connection reset")
+        real(output, alert_id)
+
+    monkeypatch.setattr(s.queue, "done", flaky)
+    assert s.step()
+    assert len(calls) == 3 and len(receiver.requests) == 1 and left(redis_client) == []

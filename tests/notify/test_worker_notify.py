@@ -171,3 +171,14 @@ def test_notifier_takes_indexed_alerts_by_rule_and_severity(redis_client: redis.
     pending = notifier.pending([event, bf, nc, odd, refused], [Rejected(refused, 400, "x", "y")])
     assert [(a.id, outputs) for a, outputs in pending] == [
         ("brute_force-1", ["all", "severe", "bf"]), ("new_country-2", ["all"]), ("new_country-3", ["all"])]
+
+
+def test_a_long_trigger_list_is_cut_in_the_queued_copy(redis_client: redis.Redis) -> None:
+    cfg = NotifyConfig.model_validate({"outputs": {"ops": {"type": "webhook", "url": "http://127.0.0.1:1/"}}})
+    doc = {"type": "alert", "rule": {"name": "brute_force"}, "alert": {"count": 5000,
+                                                                      "trigger_ids": [f"e{i}" for i in range(5000)]}}
+    [(alert, _)] = Notifier(NotifyQueue(redis_client), cfg).pending([IndexAction("i", "brute_force-1", doc)])
+    assert alert.doc["alert"]["trigger_ids"] == [f"e{i}" for i in range(100)]
+    assert alert.doc["alert"]["trigger_ids_total"] == 5000 and alert.doc["alert"]["count"] == 5000
+    assert len(doc["alert"]["trigger_ids"]) == 5000  # the indexed document is left whole
+    assert len(alert.encode()) < 2000
