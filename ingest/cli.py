@@ -219,17 +219,16 @@ def _kibana_dir() -> Path:
 
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.deadletter import DeadLetterStore
+    from ingest.notify.build import build_queue
 
     r = settings.redis
     client = r.client()
     store = DeadLetterStore(client, settings.deadletter.key_for(r.key), main_key=r.key, worker="cli")
-    from ingest.notify.build import build_queue
-
     store.requeue_notification = build_queue(settings, client, "cli").requeue_dead
     try:
         if args.replay is not None:
             moved = store.replay(None if args.replay < 0 else args.replay)
-            print(f"{moved} dead letters put back on {r.key}")
+            print(f"{moved} dead letters put back on {r.key} (notifications: on their output's queue)")
         elif args.list is not None:
             for entry in store.list(args.list):
                 print(orjson.dumps(entry).decode())

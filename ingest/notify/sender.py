@@ -253,12 +253,18 @@ class NotificationSender:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> NotificationSender:
-        self._check_orphans()
-        for sender in self.senders:
-            t = threading.Thread(target=sender.run, name=f"notify-{sender.name}", daemon=True)
+        for i, sender in enumerate(self.senders):
+            target = sender.run if i else self._first(sender)
+            t = threading.Thread(target=target, name=f"notify-{sender.name}", daemon=True)
             t.start()
             self._threads.append(t)
         return self
+
+    def _first(self, sender: OutputSender) -> Callable[[], None]:
+        def run() -> None:  # the start-up check on a sender thread: Redis may be slow or down at start
+            self._check_orphans()
+            sender.run()
+        return run
 
     def stop(self, timeout: float | None = None) -> None:
         """Let each thread finish the message it is sending (bounded by its timeout), then return."""

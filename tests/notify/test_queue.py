@@ -190,3 +190,17 @@ def test_rate_limit_holds_what_is_over_it_and_one_summary_tells_them(queue: Noti
     summaries.done(s)
     assert not redis_client.exists(f"{P}held:ops", f"{P}summary:ops", *(f"{P}job:ops:{alert(i).id}" for i in (2, 3, 4)))
     assert redis_client.hget(f"{P}rate:ops", "used") == b"1"  # the summary is one message of the new window
+
+
+def test_dlq_replay_command_requeues_notifications(queue: NotifyQueue, redis_client: redis.Redis,
+                                                   redis_server: object, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from ingest.cli import main
+
+    a = alert()
+    queue.enqueue([(a, ["ops"])])
+    queue.dead(claimed(queue.claim("ops", lease_ms=5000, rate_limit=0)), "notify_timeout", "r")
+    monkeypatch.setenv("AUDIT_INGEST_REDIS__URL", f"redis://127.0.0.1:{redis_server.port}/1")  # type: ignore[attr-defined]
+    assert main(["dlq", "--replay"]) == 0
+    assert "1 dead letters put back" in capsys.readouterr().out
+    assert redis_client.zrange(f"{P}queue:ops", 0, -1) == [a.id.encode()] and not redis_client.exists("filebeat")

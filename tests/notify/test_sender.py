@@ -252,3 +252,16 @@ def test_a_redis_blip_after_sending_costs_no_duplicate(redis_client: redis.Redis
     monkeypatch.setattr(s.queue, "done", flaky)
     assert s.step()
     assert len(calls) == 3 and len(receiver.requests) == 1 and left(redis_client) == []
+
+
+def test_notifications_waiting_for_an_output_no_longer_configured_are_reported(
+        redis_client: redis.Redis, receiver: HttpReceiver, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    NotifyQueue(redis_client, P).enqueue([(alert(), ["old-pager"])])
+    cfg = config(receiver.url)
+    queue = NotifyQueue(redis_client, P, dead_key="filebeat:dead")
+    sender = NotificationSender(queue, cfg, {"ops": build_channel("ops", cfg.outputs["ops"], Links(None))}).start()
+    wait_for(lambda: "old-pager" in caplog.text, 5, "the warning")
+    sender.stop()
+    assert "1 waiting in audit-ingest:notify:queue:old-pager for output 'old-pager'" in caplog.text
+    assert redis_client.zcard(f"{P}queue:old-pager") == 1  # kept for when it is configured again
