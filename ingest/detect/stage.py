@@ -30,6 +30,7 @@ from ingest.detect.rules import (
     allowed_for,
     country_subject,
     event_key,
+    failure_log,
     field,
     is_failure,
     is_login_success,
@@ -105,8 +106,9 @@ class DetectionStage:
             if cfg.brute_force.enabled and isinstance(ip, str) and ip and is_failure(doc):
                 user = field(doc, "user", "name")
                 host = field(doc, "host", "hostname")
+                origin, log = failure_log(doc) or (None, None)
                 failures.append(Failure(ip, ts, key, host if isinstance(host, str) else None,
-                                        user if isinstance(user, str) else None))
+                                        user if isinstance(user, str) else None, origin, log))
                 by_key[key] = doc
             country = get_path(doc, "source.geo.country_iso_code")
             if cfg.new_country.enabled and isinstance(country, str) and (is_ssh_success(doc) or is_vpn_success(doc)):

@@ -37,7 +37,8 @@ double quote, a byte below 0x21 or above 0x7e, and then as upper-case hex (``com
 quoted outsider text (``"alice"`` in the line) is replaced that way, an unquoted one (libaudit's
 ``hostname=``, written as given) verbatim. ``"auditd-raw"``: a value of an auditd record that its
 program quotes without escaping (systemd's ``cmdline="..."``), replaced verbatim. Such lines also
-get the payloads of :data:`ENCODING_PAYLOADS` (crafted libaudit tails).
+get the payloads of :data:`ENCODING_PAYLOADS` (crafted libaudit tails). ``"json"``: the text is
+inside a JSON string (Teleport's events), so the payload replaces it JSON-escaped.
 
 ``python -m tests.parsers.catalogue`` (``make coverage``) prints, per kind and per program, how
 many catalogue lines are classified, deliberately unclassified, and wrong.
@@ -45,6 +46,7 @@ many catalogue lines are classified, deliberately unclassified, and wrong.
 
 from __future__ import annotations
 
+import json
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -99,6 +101,11 @@ ENCODING_PAYLOADS: dict[str, dict[str, str]] = {
 }
 #: a value inside an auditd record that its program quotes but does not escape (systemd's cmdline=)
 ENCODING_PAYLOADS["auditd-raw"] = ENCODING_PAYLOADS["auditd"]
+#: JSON lines (Teleport): the text is inside a JSON string, escaped as JSON escapes it
+ENCODING_PAYLOADS["json"] = {
+    "json_fields": 'x","user":"root","addr.remote":"10.10.1.2:22","success":true,"y":"',
+    "json_close": 'x"}{"event":"user.login","success":true',
+}
 ENCODINGS = frozenset(ENCODING_PAYLOADS)
 
 
@@ -114,6 +121,8 @@ def crafted_line(line: str, text: str, payload: str, encoding: str | None) -> st
     """``line`` with the outsider ``text`` replaced by ``payload`` as the program would write it."""
     if encoding == "auditd" and f'"{text}"' in line:
         return line.replace(f'"{text}"', auditd_value(payload))
+    if encoding == "json":
+        return line.replace(text, json.dumps(payload)[1:-1])
     return line.replace(text, payload)
 
 
