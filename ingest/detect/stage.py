@@ -26,6 +26,7 @@ from typing import Any
 
 from ingest.detect.config import DetectionConfig
 from ingest.detect.rules import (
+    AUDIT_FAILURE_ACTION,
     RULE_ACTIONS,
     allowed_for,
     country_subject,
@@ -90,6 +91,8 @@ class DetectionStage:
             # before any other lookup
             if type(event) is not dict or event.get("action") not in RULE_ACTIONS or doc.get("type") == "alert":
                 continue
+            if event.get("action") == AUDIT_FAILURE_ACTION and event.get("outcome") != "failure":
+                continue  # auditd's USER_AUTH plays a part only as a failure (every login writes one)
             if cfg.unmapped_key.enabled and is_unmapped_key_login(doc):
                 out.append(self._alert("unmapped_key", doc, key, created,
                                        "Successful SSH login with a public key that is not mapped to an owner."))

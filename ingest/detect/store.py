@@ -148,7 +148,7 @@ class MemoryDetectionStore(DetectionStore):
         # ip -> (failures sorted by (ts, member), the members): a sorted list keeps window queries and
         # pruning logarithmic, as Redis's sorted set does for the Redis store
         self._failures: dict[str, tuple[list[tuple[int, str]], set[str]]] = {}
-        self._by_log: dict[str, tuple[list[tuple[int, str]], set[str]]] = {}  # "<ip>|<origin>|<log>"
+        self._by_log: dict[tuple[str, str, str], tuple[list[tuple[int, str]], set[str]]] = {}  # (ip, origin, log)
         self._fired: dict[tuple[str, int], bytes] = {}
         self._countries: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
@@ -165,16 +165,20 @@ class MemoryDetectionStore(DetectionStore):
                 w = f.ts_ms // window_ms
                 fresh, counts = True, True
                 if f.origin is not None and f.log is not None:
-                    mine = self._by_log.setdefault(f"{f.ip}|{f.origin}|{f.log}", ([], set()))
-                    other = self._by_log.get(f"{f.ip}|{f.origin}|{OTHER_LOG.get(f.log, '')}", ([], set()))
+                    mine = self._by_log.get((f.ip, f.origin, f.log))
+                    if mine is None:
+                        mine = self._by_log[(f.ip, f.origin, f.log)] = ([], set())
                     if member in mine[1]:
                         fresh = False
                     else:
                         bisect.insort(mine[0], (f.ts_ms, member))
                         mine[1].add(member)
-                        lo, hi = f.ts_ms - window_ms - SAME_ATTEMPT_MS, f.ts_ms + SAME_ATTEMPT_MS + 1
-                        counts = self._count(mine, lo, hi) > self._count(other, lo, hi)
-                    self._trim(mine, f.ts_ms - 2 * window_ms)
+                        other = self._by_log.get((f.ip, f.origin, OTHER_LOG.get(f.log, "")))
+                        if other is not None:
+                            lo, hi = f.ts_ms - window_ms - SAME_ATTEMPT_MS, f.ts_ms + SAME_ATTEMPT_MS + 1
+                            counts = self._count(mine, lo, hi) > self._count(other, lo, hi)
+                    if mine[0][0][0] < f.ts_ms - 2 * window_ms:
+                        self._trim(mine, f.ts_ms - 2 * window_ms)
                 if fresh and not counts:
                     pass  # the other log of this host already reported this attempt
                 elif fresh and member not in zset[1]:
@@ -189,7 +193,8 @@ class MemoryDetectionStore(DetectionStore):
                     payload_ = self._fired.get((f.ip, w))
                     if payload_ is not None and orjson.loads(payload_)["trigger"] == member:
                         hits.append(_hit(f.ip, w, payload_))
-                self._trim(zset, f.ts_ms - 2 * window_ms)
+                if zset[0] and zset[0][0][0] < f.ts_ms - 2 * window_ms:
+                    self._trim(zset, f.ts_ms - 2 * window_ms)
             for f, count, payload in fired:
                 w = f.ts_ms // window_ms
                 inside = self._range(self._failures[f.ip], f.ts_ms - window_ms, (w + 1) * window_ms)
@@ -254,33 +259,37 @@ def _new_country_step(h: dict[str, str], login: Login, lookback_ms: int) -> tupl
     return fired, sorted(known)
 
 
-# KEYS: per failure, the IP's zset, its fired-flag key, then its host-and-log zset and the host's
-#       other log's zset (both the IP's zset again for a failure without an origin: unused).
-# ARGV: threshold, ttl_ms, then per failure: member, ts, "(" .. (ts - window), cut (ts - 2 windows),
-#       "(" .. end of the aligned window of ts, 1 if it has an origin (else 0), and the bounds the
-#       two logs are compared over: "(" .. (ts - window - SAME_ATTEMPT_MS), ts + SAME_ATTEMPT_MS.
+# KEYS: per failure, the IP's zset and its fired-flag key; for a failure with an origin also its
+#       host-and-log zset and the host's other log's zset.
+# ARGV: threshold, ttl_ms, the number of failures, then per failure: member, ts, "(" .. (ts - window),
+#       cut (ts - 2 windows), "(" .. end of the aligned window of ts, 1 if it has an origin (else 0),
+#       and for one with an origin the bounds the two logs are compared over:
+#       "(" .. (ts - window - SAME_ATTEMPT_MS), ts + SAME_ATTEMPT_MS.
 # Returns the fired (or re-emitted) payloads as {index of the failure (1-based), payload}.
 BRUTE_FORCE_LUA = """
 local threshold = tonumber(ARGV[1])
 local ttl = ARGV[2]
 local out = {}
 local fired = {}
-for i = 1, #KEYS / 4 do
-  local zkey = KEYS[4 * i - 3]
-  local fkey = KEYS[4 * i - 2]
-  local base = 2 + (i - 1) * 8
-  local member, ts, lo, cut, hi = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
+local k, a = 1, 4
+for i = 1, tonumber(ARGV[3]) do
+  local zkey, fkey = KEYS[k], KEYS[k + 1]
+  local member, ts, lo, cut, hi = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local dedup = ARGV[a + 5] == '1'
+  k, a = k + 2, a + 6
   local fresh, counts = true, true
-  if ARGV[base + 6] == '1' then
-    local mine, other = KEYS[4 * i - 1], KEYS[4 * i]
+  if dedup then
+    local mine, other, slo, shi = KEYS[k], KEYS[k + 1], ARGV[a], ARGV[a + 1]
+    k, a = k + 2, a + 2
     if redis.call('ZADD', mine, 'NX', ts, member) == 0 then
       fresh = false
     else
-      local slo, shi = ARGV[base + 7], ARGV[base + 8]
-      counts = redis.call('ZCOUNT', mine, slo, shi) > redis.call('ZCOUNT', other, slo, shi)
+      if redis.call('EXISTS', other) == 1 then
+        counts = redis.call('ZCOUNT', mine, slo, shi) > redis.call('ZCOUNT', other, slo, shi)
+      end
+      redis.call('ZREMRANGEBYSCORE', mine, '-inf', '(' .. cut)
+      redis.call('PEXPIRE', mine, ttl)
     end
-    redis.call('ZREMRANGEBYSCORE', mine, '-inf', '(' .. cut)
-    redis.call('PEXPIRE', mine, ttl)
   end
   if fresh and not counts then
     -- the other log of this host already reported this attempt
@@ -381,18 +390,18 @@ class RedisDetectionStore(DetectionStore):
             with self.client.pipeline(transaction=False) as pipe:
                 if failures:
                     keys: list[str] = []
-                    args: list[Any] = [threshold, 2 * window_ms + GRACE_MS]
+                    args: list[Any] = [threshold, 2 * window_ms + GRACE_MS, len(failures)]
                     for f in failures:
                         zkey = f"{p}bf:{f.ip}"
-                        keys += [zkey, f"{p}bf:{f.ip}:{f.ts_ms // window_ms}"]
+                        w = f.ts_ms // window_ms
+                        keys += [zkey, f"{zkey}:{w}"]
+                        args += [f.member(), f.ts_ms, f"({f.ts_ms - window_ms}", f.ts_ms - 2 * window_ms,
+                                 f"({(w + 1) * window_ms}"]
                         if f.origin is not None and f.log is not None:
                             keys += [f"{zkey}|{f.origin}|{f.log}", f"{zkey}|{f.origin}|{OTHER_LOG.get(f.log, '')}"]
+                            args += [1, f"({f.ts_ms - window_ms - SAME_ATTEMPT_MS}", f.ts_ms + SAME_ATTEMPT_MS]
                         else:
-                            keys += [zkey, zkey]
-                        w = f.ts_ms // window_ms
-                        args += [f.member(), f.ts_ms, f"({f.ts_ms - window_ms}", f.ts_ms - 2 * window_ms,
-                                 f"({(w + 1) * window_ms}", 1 if f.origin is not None and f.log is not None else 0,
-                                 f"({f.ts_ms - window_ms - SAME_ATTEMPT_MS}", f.ts_ms + SAME_ATTEMPT_MS]
+                            args.append(0)
                     self._bf(keys=keys, args=args, client=pipe)
                 if logins:
                     nkeys = [f"{p}nc:{login.subject}" for login in logins]
