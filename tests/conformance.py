@@ -9,8 +9,9 @@ have one. Usage::
     mismatches = compare(ours, expected[i], FIELDS)
     print(summary(results))
 
-Values are compared as strings (``48`` equals ``"48"``), lists element by element, and fields
-whose name ends in ``timestamp`` as instants (``...14.891Z`` equals ``...14.891000Z``). A field is
+Values are compared as strings (``48`` equals ``"48"``), lists element by element (a value equals
+a list holding only it: Elasticsearch indexes ``"host"`` and ``["host"]`` alike), and fields whose
+name ends in ``timestamp`` as instants (``...14.891Z`` equals ``...14.891000Z``). A field is
 compared only when the expected document has it: fields Filebeat does not produce are ours alone.
 """
 
@@ -96,6 +97,10 @@ def _text(value: Any) -> str:
 
 
 def _same(name: str, ours: Any, expected: Any) -> bool:
+    if isinstance(ours, list) and not isinstance(expected, list) and len(ours) == 1:
+        ours = ours[0]
+    elif isinstance(expected, list) and not isinstance(ours, list) and len(expected) == 1:
+        expected = expected[0]
     if isinstance(expected, list) or isinstance(ours, list):
         if not (isinstance(expected, list) and isinstance(ours, list)) or len(ours) != len(expected):
             return False

@@ -12,7 +12,13 @@ documented contract where our code depends on it:
   applied when an index is auto-created, and their ``mappings`` reject documents whose values
   cannot be coerced (``long``, ``ip``, ``date``, ``boolean``, ``geo_point``, objects vs values,
   ``alias`` fields that cannot be written, ``dynamic: strict``); unmapped fields are mapped
-  dynamically from their first value, as Elasticsearch does;
+  dynamically from their first value, as Elasticsearch does (``dynamic_templates`` by
+  ``match_mapping_type`` / ``match`` / ``path_match``, ``date_detection``; strings without a
+  template become ``text`` with a ``keyword`` sub-field);
+* ``index.mapping.total_fields.limit`` (default 1000) from the template's settings: a document
+  whose new fields would take the index past it is rejected (400 ``illegal_argument_exception``
+  "Limit of total fields [N] has been exceeded while adding new fields [n]"); fields, objects,
+  aliases and multi-fields count, as in Elasticsearch;
 * ``_count``/``_search`` see documents after a refresh (``_refresh`` or ``?refresh=true``);
 * ``filter_path`` (response filtering, e.g. ``errors,items.*.status,items.*.error``) on every
   answer, as Elasticsearch applies it: only the matching paths are kept, ``*`` matches any key.
@@ -161,6 +167,7 @@ class Index:
     name: str
     uuid: str
     mappings: dict[str, Any]
+    field_limit: int = 1000  # index.mapping.total_fields.limit
     docs: dict[str, StoredDoc] = field(default_factory=dict)
     seq_no: int = -1
     visible: set[str] = field(default_factory=set)  # ids a search can see (refreshed)
@@ -270,7 +277,66 @@ def compile_mappings(mappings: dict[str, Any]) -> dict[str, Any]:
     for path, spec in fields.items():
         if "dynamic" in spec:
             dynamic[path] = str(spec["dynamic"]).lower()
-    return {"fields": fields, "dynamic": dynamic, "source": mappings}
+    templates = [next(iter(t.items())) for t in mappings.get("dynamic_templates", []) if isinstance(t, dict) and t]
+    return {"fields": fields, "dynamic": dynamic, "source": mappings, "templates": templates,
+            "date_detection": str(mappings.get("date_detection", "true")).lower() != "false"}
+
+
+def _flat_settings(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"index": {"mapping": {...}}}`` and ``{"index.mapping...": ...}`` alike, as dotted keys."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out.update(_flat_settings(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _field_limit(settings: dict[str, Any]) -> int:
+    flat = _flat_settings(settings)
+    value = flat.get("index.mapping.total_fields.limit", flat.get("mapping.total_fields.limit", 1000))
+    return int(value)
+
+
+def field_count(fields: dict[str, dict[str, Any]]) -> int:
+    """Mapped fields as ``index.mapping.total_fields.limit`` counts them: leaves, objects, aliases
+    and multi-fields (fields that dynamic: false left unmapped do not count)."""
+    return sum(1 + len(spec.get("fields", {})) for spec in fields.values() if spec["type"] != "_unmapped")
+
+
+_MAPPING_TYPES = {"text": "string", "long": "long", "float": "double", "boolean": "boolean", "object": "object",
+                  "date": "date"}
+
+
+def _dynamic_mapping(templates: list[tuple[str, dict[str, Any]]], path: str, ftype: str) -> dict[str, Any]:
+    """The mapping Elasticsearch gives a new field of detected ``ftype`` at ``path``."""
+    name = path.rpartition(".")[2]
+    kind = _MAPPING_TYPES.get(ftype, ftype)
+    for _, rule in templates:
+        wanted = rule.get("match_mapping_type", "*")
+        if wanted != "*" and kind not in (wanted if isinstance(wanted, list) else [wanted]):
+            continue
+        regex = rule.get("match_pattern") == "regex"
+
+        def hit(pattern: Any, value: str, *, regex: bool = regex) -> bool:
+            patterns = pattern if isinstance(pattern, list) else [pattern]
+            return any(re.search(p, value) if regex else fnmatch.fnmatchcase(value, p) for p in patterns)
+
+        if "match" in rule and not hit(rule["match"], name):
+            continue
+        if "unmatch" in rule and hit(rule["unmatch"], name):
+            continue
+        if "path_match" in rule and not hit(rule["path_match"], path, regex=False):
+            continue
+        if "path_unmatch" in rule and hit(rule["path_unmatch"], path, regex=False):
+            continue
+        mapping = dict(rule.get("mapping", {}))
+        mapping["type"] = str(mapping.get("type", ftype)).replace("{dynamic_type}", kind)
+        return mapping
+    if ftype == "text":
+        return {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
+    return {"type": ftype}
 
 
 def _merge_mappings(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -305,6 +371,8 @@ class _Mapper:
     def __init__(self, index: Index, doc_id: str, error_type: str) -> None:
         self.fields: dict[str, dict[str, Any]] = index.mappings["fields"]
         self.dynamic: dict[str, str] = index.mappings["dynamic"]
+        self.templates: list[tuple[str, dict[str, Any]]] = index.mappings.get("templates", [])
+        self.date_detection: bool = index.mappings.get("date_detection", True)
         self.doc_id = doc_id
         self.error_type = error_type
         self.new: dict[str, dict[str, Any]] = {}
@@ -356,7 +424,7 @@ class _Mapper:
         if mode in ("false", "runtime"):
             self.new[path] = {"type": "_unmapped"}
             return
-        self.new[path] = {"type": ftype}
+        self.new[path] = _dynamic_mapping(self.templates, path, ftype) if ftype != "object" else {"type": "object"}
 
     def value(self, path: str, value: Any, parent: str) -> None:
         if value is None:
@@ -368,6 +436,8 @@ class _Mapper:
         spec = self.spec(path)
         if spec is None:
             ftype = _dynamic_type(value)
+            if ftype == "date" and not self.date_detection:
+                ftype = "text"
             self.add(path, ftype, value, parent)
             if ftype == "object":
                 self.walk(value, path + ".")
@@ -536,6 +606,15 @@ class Cluster:
             return None
         return max(matching, key=lambda t: t["body"].get("priority", 0))
 
+    def settings_for_template(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The template's settings over its component templates' (flat dotted keys)."""
+        merged: dict[str, Any] = {}
+        for comp in body.get("composed_of", []):
+            if comp in self.component_templates:
+                merged.update(_flat_settings(self.component_templates[comp].get("template", {}).get("settings", {})))
+        merged.update(_flat_settings(body.get("template", {}).get("settings", {})))
+        return merged
+
     def mappings_for_template(self, body: dict[str, Any]) -> dict[str, Any]:
         parts = []
         for comp in body.get("composed_of", []):
@@ -544,7 +623,8 @@ class Cluster:
         parts.append(body.get("template", {}).get("mappings", {}))
         return _merge_mappings(parts)
 
-    def create_index(self, name: str, mappings: dict[str, Any] | None = None) -> Index:
+    def create_index(self, name: str, mappings: dict[str, Any] | None = None,
+                     settings: dict[str, Any] | None = None) -> Index:
         problem = _bad_index_name(name)
         if problem:
             raise EsError(400, "invalid_index_name_exception", f"Invalid index name [{name}], {problem}",
@@ -552,7 +632,10 @@ class Cluster:
         if mappings is None:
             template = self.template_for(name)
             mappings = self.mappings_for_template(template["body"]) if template else {}
-        index = Index(name=name, uuid=uuid.uuid4().hex[:22], mappings=compile_mappings(mappings))
+            if settings is None and template:
+                settings = self.settings_for_template(template["body"])
+        index = Index(name=name, uuid=uuid.uuid4().hex[:22], mappings=compile_mappings(mappings),
+                      field_limit=_field_limit(settings or {}))
         self.indices[name] = index
         return index
 
@@ -1080,7 +1163,7 @@ class ESDouble:
                                   index=name)
                 doc = orjson.loads(body) if body else {}
                 mappings = doc.get("mappings") if "mappings" in doc else None
-                cluster.create_index(name, mappings)
+                cluster.create_index(name, mappings, _flat_settings(doc.get("settings", {})) if "settings" in doc else None)
                 return 200, {"acknowledged": True, "shards_acknowledged": True, "index": name}
             if method == "DELETE":
                 for index in cluster.resolve(name):
@@ -1239,7 +1322,14 @@ class ESDouble:
                         raise EsError(*verdict)
             except EsError as e:
                 return _item_error(index.name, doc_id, e.status, e.type, e.reason, **e.extra)
-            index.mappings["fields"].update(mapper.new)
+            if mapper.new:
+                added = field_count(mapper.new)
+                total = field_count(index.mappings["fields"])
+                if added and total + added > index.field_limit:
+                    return _item_error(index.name, doc_id, 400, "illegal_argument_exception",
+                                       f"Limit of total fields [{index.field_limit}] has been exceeded while "
+                                       f"adding new fields [{added}]")
+                index.mappings["fields"].update(mapper.new)
         index.seq_no += 1
         version = existing.version + 1 if existing else 1
         index.docs[doc_id] = StoredDoc(source, version, index.seq_no, raw)

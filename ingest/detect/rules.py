@@ -13,8 +13,14 @@ from ingest.document import get_path
 
 UNMAPPED = "SSH Key Not Mapped"
 FAILURE_ACTIONS = frozenset({"ssh_login", "authentication_failure", "vpn_auth_failed"})
+#: Teleport's failed node authentications and cluster logins (web UI, tsh)
+TELEPORT_FAILURE_ACTIONS = frozenset({"auth", "user.login"})
+#: auditd's USER_AUTH: libpam's record of one pam_authenticate (a failed one is a wrong password)
+AUDIT_FAILURE_ACTION = "user_auth"
 #: every ``event.action`` some rule looks at (failures, SSH/VPN/Teleport logins): others are dismissed
-RULE_ACTIONS = FAILURE_ACTIONS | {"vpn_connect", "auth"}
+RULE_ACTIONS = FAILURE_ACTIONS | TELEPORT_FAILURE_ACTIONS | {"vpn_connect", AUDIT_FAILURE_ACTION}
+#: the log a failure comes from when a host's auth.log and audit.log both report it (by doc type)
+_BOTH_LOGS = {"auth": "auth", "auditd": "audit"}
 
 Network = IPv4Network | IPv6Network
 
@@ -40,7 +46,28 @@ def is_failure(doc: dict[str, Any]) -> bool:
     if field(doc, "event", "outcome") != "failure":
         return False
     action = field(doc, "event", "action")
-    return action in FAILURE_ACTIONS or (doc.get("type") == "teleport" and action == "auth")
+    doc_type = doc.get("type")
+    if doc_type == "auditd":  # USER_AUTH res=failed; USER_LOGIN res=failed is not an attempt count (README)
+        return action == AUDIT_FAILURE_ACTION and get_path(doc, "auditd.log.record_type") == "USER_AUTH"
+    return action in FAILURE_ACTIONS or (doc_type == "teleport" and action in TELEPORT_FAILURE_ACTIONS)
+
+
+def failure_log(doc: dict[str, Any]) -> tuple[str, str] | None:
+    """(host, log) of a failure that a host's auth.log and audit.log both report (sshd and PAM
+    write one attempt to each), so the store counts each attempt once; None for the others.
+
+    The host is auditd's ``node=`` (audisp-remote), else the syslog header's host, else Filebeat's
+    host name, cut to its first label and lower-cased (``web-1.example.com`` and ``web-1`` agree).
+    """
+    log = _BOTH_LOGS.get(doc.get("type"))  # type: ignore[arg-type]
+    if log is None:
+        return None
+    host = get_path(doc, "auditd.log.node") if log == "audit" else None
+    if not isinstance(host, str) or not host:
+        host = field(doc, "host", "hostname") or field(doc, "host", "name")
+    if not isinstance(host, str) or not host:
+        return None
+    return host.partition(".")[0].lower(), log
 
 
 def is_ssh_success(doc: dict[str, Any]) -> bool:
@@ -52,9 +79,9 @@ def is_vpn_success(doc: dict[str, Any]) -> bool:
 
 
 def is_login_success(doc: dict[str, Any]) -> bool:
-    """Logins checked against allowed networks: SSH, VPN, and Teleport ``auth`` successes."""
+    """Logins checked against allowed networks: SSH, VPN, and Teleport ``auth`` / ``user.login`` successes."""
     return (is_ssh_success(doc) or is_vpn_success(doc)
-            or (doc.get("type") == "teleport" and field(doc, "event", "action") == "auth"
+            or (doc.get("type") == "teleport" and field(doc, "event", "action") in TELEPORT_FAILURE_ACTIONS
                 and field(doc, "event", "outcome") == "success"))
 
 

@@ -26,10 +26,12 @@ from typing import Any
 
 from ingest.detect.config import DetectionConfig
 from ingest.detect.rules import (
+    AUDIT_FAILURE_ACTION,
     RULE_ACTIONS,
     allowed_for,
     country_subject,
     event_key,
+    failure_log,
     field,
     is_failure,
     is_login_success,
@@ -89,6 +91,8 @@ class DetectionStage:
             # before any other lookup
             if type(event) is not dict or event.get("action") not in RULE_ACTIONS or doc.get("type") == "alert":
                 continue
+            if event.get("action") == AUDIT_FAILURE_ACTION and event.get("outcome") != "failure":
+                continue  # auditd's USER_AUTH plays a part only as a failure (every login writes one)
             if cfg.unmapped_key.enabled and is_unmapped_key_login(doc):
                 out.append(self._alert("unmapped_key", doc, key, created,
                                        "Successful SSH login with a public key that is not mapped to an owner."))
@@ -105,8 +109,9 @@ class DetectionStage:
             if cfg.brute_force.enabled and isinstance(ip, str) and ip and is_failure(doc):
                 user = field(doc, "user", "name")
                 host = field(doc, "host", "hostname")
+                origin, log = failure_log(doc) or (None, None)
                 failures.append(Failure(ip, ts, key, host if isinstance(host, str) else None,
-                                        user if isinstance(user, str) else None))
+                                        user if isinstance(user, str) else None, origin, log))
                 by_key[key] = doc
             country = get_path(doc, "source.geo.country_iso_code")
             if cfg.new_country.enabled and isinstance(country, str) and (is_ssh_success(doc) or is_vpn_success(doc)):

@@ -12,6 +12,10 @@ Redis layout, under ``key_prefix`` (default ``audit-ingest:detect:``)::
                                         event (same stable key) is not counted twice (ZADD NX).
                                         Trimmed to 2 windows behind the newest event it got;
                                         PX = 2 windows + 1 h (processing time) after its last write.
+    <prefix>bf:<ip>|<origin>|<log> zset  the same members, per host (``origin``) and log
+                                        (``log``: ``auth`` or ``audit``) for failures both logs
+                                        of a host report (sshd/PAM in auth.log and audit.log):
+                                        see "One attempt, counted once" below. Same trim and PX.
     <prefix>bf:<ip>:<w>          string JSON of the alert fired for window number ``w``
                                  (``floor(ts_ms / window_ms)``), SET NX: at most one alert per IP
                                  per aligned window; same PX as the zset.
@@ -30,6 +34,15 @@ What the alert lists (``count``, hosts, users, event keys): the failures in the 
 the trigger plus those the same batch added after it up to the end of the trigger's aligned
 window, i.e. the count when the batch that fired it was done (``bruteforce.log``: fires on the
 11th failure, reports all 12 of the batch). Later batches do not update an alert already fired.
+
+One attempt, counted once: a failed SSH password is written to auth.log by sshd and to audit.log
+by PAM (USER_AUTH res=failed). A failure that has an ``origin`` and a ``log`` is first added to
+its host-and-log zset; it counts (is added to ``bf:<ip>``) only if that log now reports more
+failures of the IP on that host than the host's other log does, both counted over the window
+ending at the failure widened by ``SAME_ATTEMPT_MS`` on both sides (the two logs stamp one attempt
+up to a second apart). So per host the count is the larger of the two logs' counts: a site
+shipping both logs counts each attempt once, one shipping either log counts it from that log, in
+any order and across workers.
 
 Redelivery: an already-counted member is not counted again; if it is the member that fired an
 alert, that same alert is returned again (same ``_id``: the ``create`` op answers 409), so a batch
@@ -51,6 +64,11 @@ from ingest.errors import SourceUnavailable
 
 #: State keys outlive their logical period by this much (processing time), for late events.
 GRACE_MS = 3_600_000
+#: the two logs that report the same authentication attempts of a host
+OTHER_LOG = {"auth": "audit", "audit": "auth"}
+#: how far apart the two logs' times of one attempt may be (auth.log's classic stamps drop the
+#: fraction of a second; PAM's audit record is written just before or after sshd's line)
+SAME_ATTEMPT_MS = 2000
 
 
 class DetectionStoreUnavailable(SourceUnavailable):
@@ -66,6 +84,9 @@ class Failure:
     key: str  # stable event key (redelivery de-duplication)
     host: str | None = None
     user: str | None = None
+    #: the host and the log ("auth" / "audit") of a failure both logs of a host report; None: always counted
+    origin: str | None = None
+    log: str | None = None
 
     def member(self) -> str:
         return orjson.dumps([self.key, self.host, self.user]).decode()
@@ -127,6 +148,7 @@ class MemoryDetectionStore(DetectionStore):
         # ip -> (failures sorted by (ts, member), the members): a sorted list keeps window queries and
         # pruning logarithmic, as Redis's sorted set does for the Redis store
         self._failures: dict[str, tuple[list[tuple[int, str]], set[str]]] = {}
+        self._by_log: dict[tuple[str, str, str], tuple[list[tuple[int, str]], set[str]]] = {}  # (ip, origin, log)
         self._fired: dict[tuple[str, int], bytes] = {}
         self._countries: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
@@ -141,7 +163,25 @@ class MemoryDetectionStore(DetectionStore):
                 zset = self._failures.setdefault(f.ip, ([], set()))
                 member = f.member()
                 w = f.ts_ms // window_ms
-                if member not in zset[1]:
+                fresh, counts = True, True
+                if f.origin is not None and f.log is not None:
+                    mine = self._by_log.get((f.ip, f.origin, f.log))
+                    if mine is None:
+                        mine = self._by_log[(f.ip, f.origin, f.log)] = ([], set())
+                    if member in mine[1]:
+                        fresh = False
+                    else:
+                        bisect.insort(mine[0], (f.ts_ms, member))
+                        mine[1].add(member)
+                        other = self._by_log.get((f.ip, f.origin, OTHER_LOG.get(f.log, "")))
+                        if other is not None:
+                            lo, hi = f.ts_ms - window_ms - SAME_ATTEMPT_MS, f.ts_ms + SAME_ATTEMPT_MS + 1
+                            counts = self._count(mine, lo, hi) > self._count(other, lo, hi)
+                    if mine[0][0][0] < f.ts_ms - 2 * window_ms:
+                        self._trim(mine, f.ts_ms - 2 * window_ms)
+                if fresh and not counts:
+                    pass  # the other log of this host already reported this attempt
+                elif fresh and member not in zset[1]:
                     bisect.insort(zset[0], (f.ts_ms, member))
                     zset[1].add(member)
                     if self._count(zset, f.ts_ms - window_ms, f.ts_ms + 1) > threshold and (f.ip, w) not in self._fired:
@@ -153,10 +193,8 @@ class MemoryDetectionStore(DetectionStore):
                     payload_ = self._fired.get((f.ip, w))
                     if payload_ is not None and orjson.loads(payload_)["trigger"] == member:
                         hits.append(_hit(f.ip, w, payload_))
-                cut = bisect.bisect_left(zset[0], (f.ts_ms - 2 * window_ms, ""))
-                for _, m in zset[0][:cut]:
-                    zset[1].discard(m)
-                del zset[0][:cut]
+                if zset[0] and zset[0][0][0] < f.ts_ms - 2 * window_ms:
+                    self._trim(zset, f.ts_ms - 2 * window_ms)
             for f, count, payload in fired:
                 w = f.ts_ms // window_ms
                 inside = self._range(self._failures[f.ip], f.ts_ms - window_ms, (w + 1) * window_ms)
@@ -170,6 +208,14 @@ class MemoryDetectionStore(DetectionStore):
                 if raised:
                     new.append(NewCountryHit(login, known))
         return hits, new
+
+    @staticmethod
+    def _trim(zset: tuple[list[tuple[int, str]], set[str]], cut_ms: int) -> None:
+        """Drop members older than ``cut_ms`` (ZREMRANGEBYSCORE -inf (cut)."""
+        cut = bisect.bisect_left(zset[0], (cut_ms, ""))
+        for _, m in zset[0][:cut]:
+            zset[1].discard(m)
+        del zset[0][:cut]
 
     @staticmethod
     def _count(zset: tuple[list[tuple[int, str]], set[str]], lo: int, hi: int) -> int:
@@ -213,21 +259,41 @@ def _new_country_step(h: dict[str, str], login: Login, lookback_ms: int) -> tupl
     return fired, sorted(known)
 
 
-# KEYS: per failure, the IP's zset then its fired-flag key.
-# ARGV: threshold, ttl_ms, then per failure: member, ts, "(" .. (ts - window), cut (ts - 2 windows),
-#       "(" .. end of the aligned window of ts.
+# KEYS: per failure, the IP's zset and its fired-flag key; for a failure with an origin also its
+#       host-and-log zset and the host's other log's zset.
+# ARGV: threshold, ttl_ms, the number of failures, then per failure: member, ts, "(" .. (ts - window),
+#       cut (ts - 2 windows), "(" .. end of the aligned window of ts, 1 if it has an origin (else 0),
+#       and for one with an origin the bounds the two logs are compared over:
+#       "(" .. (ts - window - SAME_ATTEMPT_MS), ts + SAME_ATTEMPT_MS.
 # Returns the fired (or re-emitted) payloads as {index of the failure (1-based), payload}.
 BRUTE_FORCE_LUA = """
 local threshold = tonumber(ARGV[1])
 local ttl = ARGV[2]
 local out = {}
 local fired = {}
-for i = 1, #KEYS / 2 do
-  local zkey = KEYS[2 * i - 1]
-  local fkey = KEYS[2 * i]
-  local base = 2 + (i - 1) * 5
-  local member, ts, lo, cut, hi = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
-  if redis.call('ZADD', zkey, 'NX', ts, member) == 1 then
+local k, a = 1, 4
+for i = 1, tonumber(ARGV[3]) do
+  local zkey, fkey = KEYS[k], KEYS[k + 1]
+  local member, ts, lo, cut, hi = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local dedup = ARGV[a + 5] == '1'
+  k, a = k + 2, a + 6
+  local fresh, counts = true, true
+  if dedup then
+    local mine, other, slo, shi = KEYS[k], KEYS[k + 1], ARGV[a], ARGV[a + 1]
+    k, a = k + 2, a + 2
+    if redis.call('ZADD', mine, 'NX', ts, member) == 0 then
+      fresh = false
+    else
+      if redis.call('EXISTS', other) == 1 then
+        counts = redis.call('ZCOUNT', mine, slo, shi) > redis.call('ZCOUNT', other, slo, shi)
+      end
+      redis.call('ZREMRANGEBYSCORE', mine, '-inf', '(' .. cut)
+      redis.call('PEXPIRE', mine, ttl)
+    end
+  end
+  if fresh and not counts then
+    -- the other log of this host already reported this attempt
+  elseif fresh and redis.call('ZADD', zkey, 'NX', ts, member) == 1 then
     local count = redis.call('ZCOUNT', zkey, lo, ts)
     if count > threshold and redis.call('EXISTS', fkey) == 0 then
       local members = redis.call('ZRANGEBYSCORE', zkey, lo, ts)
@@ -324,12 +390,18 @@ class RedisDetectionStore(DetectionStore):
             with self.client.pipeline(transaction=False) as pipe:
                 if failures:
                     keys: list[str] = []
-                    args: list[Any] = [threshold, 2 * window_ms + GRACE_MS]
+                    args: list[Any] = [threshold, 2 * window_ms + GRACE_MS, len(failures)]
                     for f in failures:
-                        keys += [f"{p}bf:{f.ip}", f"{p}bf:{f.ip}:{f.ts_ms // window_ms}"]
+                        zkey = f"{p}bf:{f.ip}"
                         w = f.ts_ms // window_ms
+                        keys += [zkey, f"{zkey}:{w}"]
                         args += [f.member(), f.ts_ms, f"({f.ts_ms - window_ms}", f.ts_ms - 2 * window_ms,
                                  f"({(w + 1) * window_ms}"]
+                        if f.origin is not None and f.log is not None:
+                            keys += [f"{zkey}|{f.origin}|{f.log}", f"{zkey}|{f.origin}|{OTHER_LOG.get(f.log, '')}"]
+                            args += [1, f"({f.ts_ms - window_ms - SAME_ATTEMPT_MS}", f.ts_ms + SAME_ATTEMPT_MS]
+                        else:
+                            args.append(0)
                     self._bf(keys=keys, args=args, client=pipe)
                 if logins:
                     nkeys = [f"{p}nc:{login.subject}" for login in logins]

@@ -1,8 +1,9 @@
 """auditd ``audit.log`` lines -> documents with the field names of Filebeat's ``auditd`` module.
 
-One line is one auditd record: ``[node=N ]type=T msg=audit(EPOCH.MS:SEQ): key=value ...``. The
-parser is a hand-written tokenizer (one compiled regex finds every ``key=value``), not grok: it is
-on the hot path.
+One line is one auditd record: ``[node=N ]type=T msg=audit(EPOCH.MS:SEQ): key=value ...``; the
+kernel's own form ``type=1400 audit(EPOCH:SEQ): ...`` (what it prints when no auditd listens,
+also after ``audit: `` in a kernel log line) is read too. The parser is a hand-written tokenizer
+(one compiled regex finds every ``key=value``), not grok: it is on the hot path.
 
 What a document holds
 ---------------------
@@ -13,49 +14,46 @@ What a document holds
   gives ``op`` four words, as later Filebeat versions do); free text before the first pair
   (``auditd start,``, ``avc:``) is not a field. A single-quoted value holding ``key=value`` pairs
   (``msg='...'``) gives those pairs, not itself; one without (``msg='Unknown user'``) is kept as
-  ``auditd.log.msg``. A key that appears
-  twice with different values (``uid`` outside and inside ``msg``) becomes a list, first value
-  first (as Filebeat does); ECS fields take the first value.
+  ``auditd.log.msg``. A key that appears twice with different values (``uid`` outside and inside
+  ``msg``) becomes a list, first value first (as Filebeat does); ECS fields take the first value.
 - Values ``?``, ``(null)`` and empty are left out, as Filebeat does (``key=(null)`` gives no
-  ``auditd.log.key``); ``(none)`` is kept.
-- ``auditd.log.record_type`` (``SYSCALL``), ``auditd.log.sequence`` (int), ``auditd.log.node``;
-  ``@timestamp`` from the epoch (ISO 8601 UTC, ``Z``); ``event.action``: record type lowercased.
+  ``auditd.log.key``), and so is a quoted ``"?"`` (libpam's ``acct="?"`` for an unknown user:
+  Filebeat would make it ``user.name: "?"``); ``(none)`` is kept.
+- ``auditd.log.record_type`` (``SYSCALL``; a number or ``UNKNOWN[n]`` is written as the name the
+  record-type table gives it), ``auditd.log.sequence`` (int), ``auditd.log.node``; ``@timestamp``
+  from the epoch (ISO 8601 UTC, ``Z``).
+- ``event.action`` (the record type lowercased), ``event.category`` / ``event.type`` (as Filebeat
+  sets them): from ``patterns/auditd.types.toml`` (:mod:`ingest.parsers.auditd_types`).
 - Integers: ``pid ppid uid gid euid suid fsuid egid sgid fsgid ouid ogid auid ses id items item
   argc sig old_auid new_auid old_ses new_ses`` when the value is a decimal number (else the
   string is kept). Everything else stays a string (``a0`` of a SYSCALL is a hex syscall argument).
-- **Unset ids**: ``4294967295`` and ``-1`` in an id field (``auid ses uid gid euid suid fsuid egid
-  sgid fsgid ouid ogid id old_auid new_auid old_ses new_ses``) mean "not set" (``(uid_t)-1``):
-  the field is left out of ``auditd.log`` and of its ECS field (``user.audit.id``...), and
-  ``auditd.log.<key>_unset: true`` is set instead (``auid_unset``, ``ses_unset``,
-  ``old_auid_unset``...). Filebeat writes ``"4294967295"``; we do not, so ranges and terms
-  aggregations over ids are not polluted by the sentinel.
+- **Unset ids**: ``4294967295`` (``(uid_t)-1``, "not set") and ``-1`` in an id field are kept as
+  written, as Filebeat does (``user.audit.id: "4294967295"``, ``auditd.log.auid: 4294967295``), and
+  flagged: ``auditd.log.<key>_unset: true`` (``auid_unset``, ``ses_unset``, ``old_auid_unset``...).
 - LOGIN records: ``old auid=``/``new auid=``/``old ses=``/``new ses=`` (older kernels) and
   ``old-auid=``/``old-ses=`` (newer) both give ``old_auid``, ``new_auid``, ``old_ses``, ``new_ses``
   (the names of the Logstash config this replaces); ``auid``/``ses`` hold the new values in both
   forms, so ``user.audit.id`` is always the auid the login set.
-- Hex: auditd hex-encodes a string value that holds a space, a quote or a control character and
-  then writes it unquoted. An unquoted value of an even number of hex digits is decoded in the
-  string fields auditd encodes (``_HEX_KEYS``: ``exe cmd acct comm cwd name path data old new
-  proctitle``...) when the decoded bytes hold such a character (so ``old=64`` of CONFIG_CHANGE and
-  ``name=6162`` stay as they are: auditd would have quoted them); EXECVE arguments ``aN`` (and ``aN[i]`` chunks) and
-  ``proctitle`` are always decoded. Bytes that are not UTF-8 are kept as ``\\xNN``.
-- ECS: ``process.pid ppid`` (int), ``process.name`` (comm), ``process.executable`` (exe),
-  ``process.working_directory`` (cwd), ``process.title`` (proctitle, NULs as spaces),
-  ``process.args`` + ``process.args_count`` (PROCTITLE arguments, EXECVE ``aN``, or USER_CMD's
-  ``cmd`` split on white space as Filebeat does), ``process.command_line`` (EXECVE args joined,
-  USER_CMD ``cmd``), ``user.id`` (uid), ``user.audit.id`` (auid), ``user.effective.id`` (euid),
-  ``user.saved.id`` (suid), ``user.filesystem.id`` (fsuid), ``user.group.id`` (gid),
-  ``user.effective.group.id``, ``user.saved.group.id``, ``user.filesystem.group.id``: ids are
-  strings (ECS keyword). ``user.name`` (acct, else the enriched ``UID``), ``user.terminal``
-  (terminal), ``user.audit.name`` / ``user.effective.name`` / ``user.group.name`` (enriched
-  ``AUID``/``EUID``/``GID``), ``user.target.id`` (``id`` of ADD_USER/DEL_USER/USER_MGMT),
-  ``group.id`` (``id`` of ADD_GROUP/DEL_GROUP/GRP_MGMT), ``host.architecture`` (arch, ``c000003e``
-  -> ``x86_64``...), ``source.address`` + ``source.ip`` (``addr``, else ``src``; ``source.ip`` only
-  for an IP address), ``destination.address`` + ``destination.ip`` (``dst``), ``related.ip``,
-  ``related.user``, ``event.outcome`` ``success``/``failure`` from ``res`` (``success``, ``yes``,
-  ``1`` / ``failed``, ``fail``, ``no``, ``0``) or else from ``success=yes/no`` (Filebeat 7.4
-  copies ``res`` verbatim: ``"1"``).
-- AVC: ``avc:  denied  { read write }`` gives ``auditd.log.seresult`` and ``auditd.log.seperms``.
+- User-space records end as libaudit writes them: ``... exe=X hostname=H addr=A terminal=T
+  res=R'``. ``hostname`` is written as given (a client's host name, unescaped), so ``hostname``,
+  ``addr``, ``terminal`` and ``res`` are read from the end of the message backwards and the text of
+  ``hostname`` is not searched for pairs: a crafted host name cannot move ``source.ip``,
+  ``event.outcome`` or add fields.
+- Hex: auditd hex-encodes a string value that holds a space, a double quote or a control or
+  non-ASCII byte and then writes it unquoted (``acct``, ``comm``, ``exe``, ``cwd``, ``name``,
+  EXECVE arguments...). An unquoted value of an even number of hex digits is decoded in the string
+  fields auditd encodes (``_HEX_KEYS``) when the decoded bytes hold such a byte (so ``old=64`` of
+  CONFIG_CHANGE and ``name=6162`` stay as they are: auditd would have quoted them); EXECVE
+  arguments and ``proctitle`` are always decoded. Bytes that are not UTF-8 are kept as ``\\xNN``.
+- **EXECVE**: the arguments (``aN``, chunks ``aN[i]`` joined) go to ``process.args`` /
+  ``process.args_count`` / ``process.command_line`` only, never one field each (a record with
+  thousands of arguments would pass the index's field limit): ``auditd.log`` keeps ``argc``. A
+  continuation record (its first argument is ``aN``, N > 0) starts ``process.args`` with
+  ``[... N truncated arguments ...]``, as Filebeat does.
+- ECS fields (``process.*``, ``user.*``, ``source.*``, ``event.outcome``...): see
+  :mod:`ingest.parsers.auditd_ecs`.
+- AVC: ``avc:  denied  { read write }`` gives ``auditd.log.seresult`` and ``auditd.log.seperms``;
+  AppArmor's AVC records give ``auditd.log.apparmor`` (``DENIED``...), ``operation``, ``profile``...
 - Enriched logs (``log_format = ENRICHED``): the fields after the ``\\x1d`` separator
   (``ARCH=x86_64 UID="root"``...) are ordinary ``key=value`` pairs with upper-case keys.
 
@@ -71,16 +69,19 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from functools import lru_cache
-from ipaddress import ip_address
 from typing import Any
 
-from ingest.document import add_related, add_tag, format_timestamp
+from ingest.document import add_tag, format_timestamp
+from ingest.parsers.auditd_ecs import UNSET_VALUES, add_ecs
+from ingest.parsers.auditd_types import RecordTable, record_table
 from ingest.parsers.base import PARSE_FAILURE_TAG, LineContext, Parser, register
 
 DATE_FAILURE_TAG = "_dateparsefailure"
 
 _HEADER_RE = re.compile(r"(?:node=(\S*) +)?type=(\S+)")
-_AUDIT_RE = re.compile(r" *msg=audit\((\d+)(?:\.(\d+))?:(\d+)\):?")
+_AUDIT_RE = re.compile(r" *(?:msg=)?audit\((\d+)(?:\.(\d+))?:(\d+)\):?")
+#: how far into a line the kernel's ``audit: type=`` may start (after a kernel log line's prefix)
+_KERNEL_PREFIX_MAX = 200
 
 # One scan finds every key=value. Each match consumes a whole token, so the scan never restarts in
 # the middle of a word, and possessive quantifiers never backtrack (linear on any input). A value is
@@ -100,12 +101,11 @@ _KV_RE = re.compile(
 _JUNK = ("", "")
 # EXECVE arguments keep empty values ("").
 _EXECVE_KV_RE = re.compile(r"""([A-Za-z_][\w\[\]-]*)=("[^"]*"?|[^\s"]*)|\S+""")
-_EXECVE_ARG_RE = re.compile(r"a\d+(?:\[\d+\])?")
+_EXECVE_ARG_RE = re.compile(r"a(\d+)(?:\[(\d+)\]|(_len))?")
 _LOGIN_OLD_NEW_RE = re.compile(r"(?<!\S)(old|new) (auid|ses)=")
 _AVC_RE = re.compile(r"avc:\s+(\w+)\s+\{\s*([^}]*?)\s*\}")
 _HEX_RE = re.compile(r"(?:[0-9A-Fa-f]{2})+")
 
-_UNSET_VALUES = frozenset({"4294967295", "-1"})
 _KEY_ALIASES = {"old-auid": "old_auid", "new-auid": "new_auid", "old-ses": "old_ses", "new-ses": "new_ses"}
 _ID_KEYS = frozenset(
     "auid ses uid gid euid suid fsuid egid sgid fsgid ouid ogid id old_auid new_auid old_ses new_ses".split()
@@ -114,42 +114,15 @@ _INT_KEYS = _ID_KEYS | frozenset("pid ppid items item argc sig".split())
 _HEX_KEYS = frozenset(
     "proctitle exe cmd acct comm cwd name path data old new file watch dir vm ocomm grp new_group "
     "invalid_context sw root_dir device cgroup old-chardev new-chardev old-disk new-disk old-fs "
-    "new-fs old-net new-net old-rng new-rng".split()
+    "new-fs old-net new-net old-rng new-rng apparmor operation profile label info denied_mask "
+    "requested_mask target peer peer_label".split()
 )
+#: values that say nothing (Filebeat drops them)
+_NOTHING = frozenset({"?", "", "(null)"})
+#: the ENRICHED fields that make ECS fields: honoured in a user-space record only after its "\x1d"
+_ENRICHED_ECS_KEYS = frozenset({"UID", "AUID", "EUID", "GID"})
 # Bytes auditd writes as they are; a value with any other byte is hex-encoded.
 _PLAIN_BYTES = bytes(b for b in range(0x21, 0x7F) if b != 0x22)
-_ARCH = {
-    "c000003e": "x86_64",
-    "40000003": "i386",
-    "c00000b7": "aarch64",
-    "40000028": "arm",
-    "80000015": "ppc64",
-    "c0000015": "ppc64le",
-    "80000016": "s390x",
-    "16": "s390",
-    "c00000f3": "riscv64",
-}
-_OUTCOME = {
-    "success": "success",
-    "yes": "success",
-    "1": "success",
-    "failed": "failure",
-    "fail": "failure",
-    "failure": "failure",
-    "no": "failure",
-    "0": "failure",
-}
-_USER_ID_RECORDS = frozenset({"ADD_USER", "DEL_USER", "USER_MGMT"})
-_GROUP_ID_RECORDS = frozenset({"ADD_GROUP", "DEL_GROUP", "GRP_MGMT"})
-
-
-@lru_cache(maxsize=4096)
-def _ip(value: str) -> str | None:
-    """``value`` normalised if it is an IP address, else None."""
-    try:
-        return str(ip_address(value))
-    except ValueError:
-        return None
 
 
 @lru_cache(maxsize=1024)
@@ -208,11 +181,16 @@ def _read_pairs(text: str) -> tuple[dict[str, Any], bool]:
             if text_value is not None:
                 decoded[key] = text_value
     if '"' in text or "'" in text:
+        unknown = []
         for key, value in log.items():
             if type(value) is list:
                 log[key] = [_unquote(v) for v in value]
             elif value[0] == '"' or value[0] == "'":
-                log[key] = _unquote(value)
+                value = log[key] = _unquote(value)
+                if value == "?":  # libaudit's acct="?" (an unknown user), exe="?": nothing known
+                    unknown.append(key)
+        for key in unknown:
+            del log[key]
     if decoded:  # after unquoting: a decoded value may begin with a quote of its own
         log.update(decoded)
     for key in _KEY_ALIASES.keys() & log.keys():
@@ -220,40 +198,87 @@ def _read_pairs(text: str) -> tuple[dict[str, Any], bool]:
     return log, repeated
 
 
-def _read_execve(text: str) -> dict[str, Any]:
-    """EXECVE pairs: every argument kept (also ""), unquoted ones hex-decoded."""
+def _user_tail(rest: str) -> tuple[str, tuple[str, str, str, str | None], str] | None:
+    """A user-space record split into the text to scan for pairs and the values of its libaudit tail.
+
+    libaudit ends every message with ``exe=X [sauid=N ]hostname=H addr=A terminal=T[ res=R]'`` and
+    writes ``H`` as it was given (unencoded: a client's host name). So the tail is read from the
+    end backwards (``res``, ``terminal``, ``addr``: no spaces in what libaudit writes there), and
+    the host name is everything between the first `` hostname=`` after ``exe=`` and the real
+    `` addr=``. Returns the text before the host name, (hostname, addr, terminal, res) and the
+    ENRICHED fields (""), or None when the record does not end that way (it is then scanned whole).
+    """
+    start = rest.find(" msg='")
+    if start < 0:
+        return None
+    # RAW format ends with the closing quote; ENRICHED appends "\x1d" and interpreted fields to it.
+    # (A crafted host name may hold "'\x1d": only the last one, or none when the line ends with
+    # the quote, is auditd's.)
+    end = len(rest)
+    enriched = ""
+    if rest[-1] == "'":
+        end -= 1
+    else:
+        quote = rest.rfind("'\x1d", start)
+        if quote >= 0:
+            enriched = rest[quote + 2:]
+            end = quote
+    t = rest.rfind(" terminal=", start, end)
+    if t < 0:
+        return None
+    space = rest.find(" ", t + 10, end)
+    if space < 0:
+        terminal, res = rest[t + 10:end], None
+    elif rest.startswith(" res=", space) and rest.find(" ", space + 1, end) < 0:
+        terminal, res = rest[t + 10:space], rest[space + 5:end]
+    else:
+        return None
+    a = rest.rfind(" addr=", start, t)
+    if a < 0 or rest.find(" ", a + 6, t) >= 0:
+        return None
+    exe = rest.find(" exe=", start, a)
+    h = rest.find(" hostname=", exe if exe >= 0 else start, a + 1)
+    if h < 0:
+        return None
+    return rest[:h], (rest[h + 10:a], rest[a + 6:t], terminal, res), enriched
+
+
+def _read_execve(text: str) -> tuple[dict[str, Any], list[str]]:
+    """EXECVE: the arguments in order (also "", unquoted ones hex-decoded), and the other pairs."""
     log: dict[str, Any] = {}
+    args: dict[int, str] = {}
+    chunks: dict[int, dict[int, str]] | None = None
     for key, value in _EXECVE_KV_RE.findall(text):
         if not key:
             continue
+        if key[0] == "a" and key[1:2].isdigit():
+            arg = _EXECVE_ARG_RE.fullmatch(key)
+            if arg is not None:
+                if arg.group(3) is not None:  # aN_len: the length of a chunked argument
+                    continue
+                value = _unquote(value) if value[:1] == '"' else (_unhex(value, True) or value)
+                if arg.group(2) is None:
+                    args.setdefault(int(arg.group(1)), value)
+                else:
+                    if chunks is None:
+                        chunks = {}
+                    chunks.setdefault(int(arg.group(1)), {}).setdefault(int(arg.group(2)), value)
+                continue
         if value[:1] == '"':
             value = _unquote(value)
-        elif _EXECVE_ARG_RE.fullmatch(key):
-            value = _unhex(value, True) or value
         elif value == "" or value == "?" or value == "(null)":
             continue
         log.setdefault(key, value)
-    return log
-
-
-def _execve_args(log: dict[str, Any]) -> list[str]:
-    args: list[str] = []
-    n = 0
-    while True:
-        key = f"a{n}"
-        value = log.get(key)
-        if value is not None:
-            args.append(value)
-        elif f"{key}[0]" in log:
-            chunks = []
-            i = 0
-            while (chunk := log.get(f"{key}[{i}]")) is not None:
-                chunks.append(chunk)
-                i += 1
-            args.append("".join(chunks))
-        else:
-            return args
-        n += 1
+    if chunks:
+        for n, parts in chunks.items():
+            args.setdefault(n, "".join(parts[i] for i in sorted(parts)))
+    if not args:
+        return log, []
+    order = sorted(args)
+    values = [args[n] for n in order]
+    if order[0] > 0:
+        values.insert(0, f"[... {order[0]} truncated arguments ...]")
+    return log, values
 
 
 @register
@@ -263,17 +288,29 @@ class AuditdParser(Parser):
     kind = "auditd"
     dataset = "auditd.log"
 
+    def __init__(self, resources: Any = None) -> None:
+        super().__init__(resources)
+        self.table = record_table(getattr(resources, "folders", None))
+
     def parse(self, line: str, ctx: LineContext) -> dict[str, Any]:
         doc = self.base_document(line)
         try:
-            _parse_into(doc, line.rstrip("\r\n"))
+            _parse_into(doc, line.rstrip("\r\n"), self.table)
         except Exception:  # a bug must not lose the line: index it, tagged
             doc = self.base_document(line)
             add_tag(doc, PARSE_FAILURE_TAG)
         return doc
 
 
-def _parse_into(doc: dict[str, Any], text: str) -> None:
+def _kernel_form(text: str) -> str:
+    """The record in a kernel log line (``... kernel: [ 1.2] audit: type=1400 audit(...)``), or ``text``."""
+    at = text.find("audit: type=", 0, _KERNEL_PREFIX_MAX)
+    return text[at + 7:] if at >= 0 else text
+
+
+def _parse_into(doc: dict[str, Any], text: str, table: RecordTable) -> None:
+    if text[:5] != "type=" and text[:5] != "node=":
+        text = _kernel_form(text)
     header = _HEADER_RE.match(text)
     if header is None:
         add_tag(doc, PARSE_FAILURE_TAG)
@@ -281,8 +318,10 @@ def _parse_into(doc: dict[str, Any], text: str) -> None:
         if log:
             doc["auditd"] = {"log": log}
         return
-    node, rtype = header.group(1, 2)
-    doc["event"]["action"] = rtype.lower()
+    node, written = header.group(1, 2)
+    rtype, spec = table.lookup(written)
+    event = doc["event"]
+    event["action"] = spec.action if spec is not None else rtype.lower()
     rest = text[header.end() :]
     audit = _AUDIT_RE.match(rest)
     head: dict[str, Any] = {"record_type": rtype}
@@ -294,23 +333,47 @@ def _parse_into(doc: dict[str, Any], text: str) -> None:
             doc["@timestamp"] = _timestamp(sec, frac)
         except (OverflowError, ValueError, OSError):
             add_tag(doc, DATE_FAILURE_TAG)
-    elif rest.lstrip().startswith("msg=audit("):
+    elif rest.lstrip().startswith(("msg=audit(", "audit(")):
         add_tag(doc, PARSE_FAILURE_TAG)
     if node:
         head["node"] = node
 
+    args: list[str] | None = None
+    repeated = False
     if rtype == "EXECVE":
-        log = _read_execve(rest)
-        repeated = False
+        log, args = _read_execve(rest)
     else:
         if rtype == "LOGIN" and " auid=" in rest:
             rest = _LOGIN_OLD_NEW_RE.sub(r"\1_\2=", rest)
-        log, repeated = _read_pairs(rest)
+        split = _user_tail(rest) if "'" in rest else None
+        if split is None:
+            log, repeated = _read_pairs(rest)
+        else:
+            head_text, (host, addr, terminal, res), enriched = split
+            log, repeated = _read_pairs(head_text)
+            for key in _ENRICHED_ECS_KEYS.intersection(log):
+                del log[key]  # inside the message, not auditd's: a program's unescaped text
+            if enriched:
+                log.update(_read_pairs(enriched)[0])
+            if host not in _NOTHING:
+                log["hostname"] = host[1:-1] if len(host) > 1 and host[0] == '"' == host[-1] else host
+            if addr not in _NOTHING:
+                log["addr"] = addr
+            if terminal not in _NOTHING:
+                log["terminal"] = terminal
+            if res is not None and res not in _NOTHING:
+                log["res"] = res
     if rtype == "LOGIN":
         _login(log)
     # ECS fields are made from the text values (the first one of a repeated key).
     first = {k: (v[0] if type(v) is list else v) for k, v in log.items()} if repeated else log
-    _ecs(doc, first, rtype)
+    add_ecs(doc, first, rtype, args)
+    if spec is not None:
+        if spec.category:
+            event["category"] = list(spec.category)
+        kinds = spec.type_by_op.get(first.get("op") or "", spec.type) if spec.type_by_op else spec.type
+        if kinds:
+            event["type"] = list(kinds)
     if rtype == "PROCTITLE" and "process" in doc:
         log["proctitle"] = doc["process"]["title"]
     elif (rtype == "AVC" or rtype == "USER_AVC") and "avc:" in rest:
@@ -321,24 +384,28 @@ def _parse_into(doc: dict[str, Any], text: str) -> None:
     for key in _INT_KEYS.intersection(log):
         value = log[key]
         if type(value) is str:
-            if value in _UNSET_VALUES and key in _ID_KEYS:
-                del log[key]
-                log[key + "_unset"] = True
-            elif value.isdigit():
+            if value.isdigit():
                 log[key] = int(value)
-        else:  # a list of a repeated key
-            value = [_number(v) for v in value if v not in _UNSET_VALUES]
-            if value:
-                log[key] = value
-            else:
-                del log[key]
+                if value == "4294967295" and key in _ID_KEYS:
+                    log[key + "_unset"] = True
+            elif value == "-1" and key in _ID_KEYS:
+                log[key] = -1
                 log[key + "_unset"] = True
+        else:  # a list of a repeated key
+            if key in _ID_KEYS and UNSET_VALUES.intersection(value):
+                log[key + "_unset"] = True
+            log[key] = [_number(v) for v in value]
     head.update(log)
     doc["auditd"] = {"log": head}
 
 
 def _number(value: Any) -> Any:
-    return int(value) if type(value) is str and value.isdigit() else value
+    if type(value) is str:
+        if value.isdigit():
+            return int(value)
+        if value[:1] == "-" and value[1:].isdigit():
+            return int(value)
+    return value
 
 
 def _login(log: dict[str, Any]) -> None:
@@ -348,123 +415,3 @@ def _login(log: dict[str, Any]) -> None:
             log[new] = log[short]
         elif new in log and short not in log:
             log[short] = log[new]
-
-
-def _id(value: str | None) -> str | None:
-    return None if value is None or value in _UNSET_VALUES else value
-
-
-def _ecs(doc: dict[str, Any], log: dict[str, Any], rtype: str) -> None:
-    """ECS fields from the ``auditd.log`` text values (copies: ``auditd.log`` keeps them)."""
-    get = log.get
-    process: dict[str, Any] = {}
-    value = get("pid")
-    if value is not None and value.isdigit():
-        process["pid"] = int(value)
-    value = get("ppid")
-    if value is not None and value.isdigit():
-        process["ppid"] = int(value)
-    value = get("comm")
-    if value is not None:
-        process["name"] = value
-    value = get("exe")
-    if value is not None:
-        process["executable"] = value
-    value = get("cwd")
-    if value is not None:
-        process["working_directory"] = value
-    if rtype == "EXECVE":
-        args = _execve_args(log)
-        if args:
-            process["args"] = args
-            process["args_count"] = len(args)
-            process["command_line"] = " ".join(args)
-    elif rtype == "PROCTITLE":
-        value = get("proctitle")
-        if value is not None:
-            args = value.split("\x00")
-            while args and not args[-1]:
-                args.pop()
-            process["title"] = " ".join(args)
-            process["args"] = args
-            process["args_count"] = len(args)
-    elif rtype == "USER_CMD":
-        value = get("cmd")
-        if value is not None:
-            process["command_line"] = value
-            args = value.split()
-            process["args"] = args
-            process["args_count"] = len(args)
-    if process:
-        doc["process"] = process
-
-    user: dict[str, Any] = {}
-    value = _id(get("uid"))
-    if value is not None:
-        user["id"] = value
-    value = _id(get("gid"))
-    if value is not None:
-        user["group"] = {"id": value}
-    for uid_key, gid_key, holder in (
-        ("euid", "egid", "effective"),
-        ("suid", "sgid", "saved"),
-        ("fsuid", "fsgid", "filesystem"),
-    ):
-        uid = _id(get(uid_key))
-        gid = _id(get(gid_key))
-        if uid is not None or gid is not None:
-            part: dict[str, Any] = {}
-            if uid is not None:
-                part["id"] = uid
-            if gid is not None:
-                part["group"] = {"id": gid}
-            user[holder] = part
-    value = _id(get("auid"))
-    if value is not None:
-        user["audit"] = {"id": value}
-    value = get("acct") or get("UID")
-    if value is not None:
-        user["name"] = value
-        add_related(doc, "user", value)
-    value = get("terminal")
-    if value is not None:
-        user["terminal"] = value
-    if "AUID" in log or "EUID" in log or "GID" in log:  # enriched format
-        for key, holder in (("AUID", "audit"), ("EUID", "effective"), ("GID", "group")):
-            value = get(key)
-            if value is not None:
-                user.setdefault(holder, {})["name"] = value
-    value = _id(get("id"))
-    if value is not None:
-        if rtype in _USER_ID_RECORDS:
-            user["target"] = {"id": value}
-        elif rtype in _GROUP_ID_RECORDS:
-            doc["group"] = {"id": value}
-    if user:
-        doc["user"] = user
-
-    value = get("arch")
-    if value is not None:
-        doc["host"] = {"architecture": _ARCH.get(value.lower(), value)}
-
-    value = get("res") or get("success")
-    if value is not None:
-        outcome = _OUTCOME.get(value.lower())
-        if outcome is not None:
-            doc["event"]["outcome"] = outcome
-
-    value = get("addr") or get("src")
-    if value is not None:
-        doc["source"] = _address(doc, value)
-    value = get("dst")
-    if value is not None:
-        doc["destination"] = _address(doc, value)
-
-
-def _address(doc: dict[str, Any], value: str) -> dict[str, Any]:
-    side: dict[str, Any] = {"address": value}
-    ip = _ip(value)
-    if ip is not None:
-        side["ip"] = ip
-        add_related(doc, "ip", ip)
-    return side

@@ -1,7 +1,11 @@
-"""Teleport audit events (JSON lines from the auth server's log directory, seed 001).
+"""Teleport audit events (JSON lines from the auth server's log directory, ``lib/events``).
 
-``session.start`` / ``session.end`` / ``session.leave`` / ``session.join`` / ``auth`` are mapped to
-the same ECS fields as the other kinds; any other event is kept as-is under ``teleport.*``.
+Every event is kept whole under ``teleport.*`` (dots in its keys become ``_``: ``addr.remote`` ->
+``teleport.addr_remote``); ECS fields are copied from it (:mod:`ingest.parsers.teleport_ecs`), and
+``event.category`` / ``event.type`` come from ``patterns/teleport.events.toml``
+(:mod:`ingest.parsers.teleport_events`). Version-1 lines (``2016-04-25 22:37:29 +0000
+UTC,session.start,{...}``) are read too. A line that is not a JSON object with an ``event``
+string gets ``_grokparsefailure`` and the time it was read.
 """
 
 from __future__ import annotations
@@ -11,27 +15,31 @@ from typing import Any
 
 import orjson
 
-from ingest.document import add_related, add_tag, format_timestamp
+from ingest.document import add_tag, format_timestamp
 from ingest.parsers.base import PARSE_FAILURE_TAG, LineContext, Parser, register
+from ingest.parsers.teleport_ecs import add_ecs, outcome
+from ingest.parsers.teleport_events import event_table
 
-_ACTIONS = {
-    "session.start": ("session", "start", "success"),
-    "session.join": ("session", "start", "success"),
-    "session.end": ("session", "end", None),
-    "session.leave": ("session", "end", None),
-}
+DATE_FAILURE_TAG = "_dateparsefailure"
 
 
-def _split_addr(value: str) -> tuple[str, int | None]:
-    """``81.2.69.160:53412`` / ``[2001:db8::1]:22`` / ``10.0.5.1`` -> (ip, port)."""
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        port = rest.lstrip(":")
-        return host, int(port) if port.isdigit() else None
-    if value.count(":") == 1:
-        host, _, port = value.partition(":")
-        return host, int(port) if port.isdigit() else None
-    return value, None
+def _decode(line: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The event of a line, and the time of a version-1 line's prefix."""
+    try:
+        event = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        brace = line.find(",{")
+        if brace < 0 or not line[:4].isdigit():
+            return None, None
+        try:
+            event = orjson.loads(line[brace + 1:])
+        except orjson.JSONDecodeError:
+            return None, None
+        if isinstance(event, dict) and "event" not in event:
+            head = line[:brace]
+            event["event"] = head.rpartition(",")[2]
+        return (event if isinstance(event, dict) else None), line[:brace].rpartition(",")[0]
+    return (event if isinstance(event, dict) else None), None
 
 
 @register
@@ -39,60 +47,42 @@ class TeleportParser(Parser):
     kind = "teleport"
     dataset = "teleport.audit"
 
+    def __init__(self, resources: Any = None) -> None:
+        super().__init__(resources)
+        self.table = event_table(getattr(resources, "folders", None))
+
     def parse(self, line: str, ctx: LineContext) -> dict[str, Any]:
         doc = self.base_document(line)
-        try:
-            event = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            event = None
-        if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+        event, v1_time = _decode(line)
+        if event is None or not isinstance(event.get("event"), str):
             add_tag(doc, PARSE_FAILURE_TAG)
             doc["@timestamp"] = format_timestamp(ctx.now)
             return doc
         name = event["event"]
         doc["teleport"] = {k.replace(".", "_"): v for k, v in event.items()}
-        doc["event"]["action"] = name
-        doc["@timestamp"] = self._time(event.get("time"), ctx, doc)
-        user = event.get("user")
-        if isinstance(user, str) and user:
-            doc["user"] = {"name": user}
-            add_related(doc, "user", user)
-        login = event.get("login")
-        if isinstance(login, str) and login:
-            doc.setdefault("user", {})["target"] = {"name": login}
-            add_related(doc, "user", login)
-        remote = event.get("addr.remote")
-        if isinstance(remote, str) and remote:
-            ip, port = _split_addr(remote)
-            doc["source"] = {"ip": ip} if port is None else {"ip": ip, "port": port}
-            add_related(doc, "ip", ip)
-        local = event.get("addr.local")
-        if isinstance(local, str) and local:
-            ip, port = _split_addr(local)
-            doc["destination"] = {"ip": ip} if port is None else {"ip": ip, "port": port}
-        if name in _ACTIONS:
-            category, type_, outcome = _ACTIONS[name]
-            doc["event"]["category"] = [category]
-            doc["event"]["type"] = [type_]
-            if outcome:
-                doc["event"]["outcome"] = outcome
-        elif name == "auth" or name.startswith("user.login"):
-            doc["event"]["category"] = ["authentication"]
-            doc["event"]["type"] = ["info"]
-            success = event.get("success")
-            if isinstance(success, bool):
-                doc["event"]["outcome"] = "success" if success else "failure"
-            if isinstance(event.get("error"), str):
-                doc["event"]["reason"] = event["error"]
+        ev = doc["event"]
+        ev["action"] = name
+        doc["@timestamp"] = self._time(event.get("time", v1_time), ctx, doc)
+        kind = self.table.get(name)
+        if kind.category:
+            ev["category"] = list(kind.category)
+        types = kind.event_type(event.get("code"), event.get("action"))
+        if types:
+            ev["type"] = list(types)
+        result = outcome(event, types)
+        if result is not None:
+            ev["outcome"] = result
+        add_ecs(doc, event, name)
         return doc
 
     @staticmethod
     def _time(value: Any, ctx: LineContext, doc: dict[str, Any]) -> str:
         if isinstance(value, str):
+            text = value[:-4] if value.endswith(" UTC") else value  # version 1: "... +0000 UTC"
             try:
-                ts = datetime.fromisoformat(value)
+                ts = datetime.fromisoformat(text)
             except ValueError:
-                add_tag(doc, "_dateparsefailure")
+                add_tag(doc, DATE_FAILURE_TAG)
             else:
                 if ts.tzinfo is None:
                     ts = ts.replace(tzinfo=ctx.tz)

@@ -178,6 +178,28 @@ FIELDS: dict[str, dict[str, Any]] = {
     "teleport.login": _KEYWORD,
     "teleport.server_id": _KEYWORD,
     "teleport.event": _KEYWORD,
+    # fields whose value type differs between Teleport events or versions (scp's action "upload",
+    # sftp's action 1; exitCode "0" or 0): a dynamic mapping would take the first one seen that day
+    # and reject the others
+    "teleport.action": _KEYWORD,
+    "teleport.exitCode": _KEYWORD,
+    "teleport.size": _KEYWORD,
+    "teleport.version": _KEYWORD,
+    "teleport.operation": _KEYWORD,
+    "teleport.db_query": _COMMAND,
+    "teleport.db_query_parameters": _KEYWORD,
+    # maps whose keys are chosen by users (labels, traits, IdP attributes): one field each, not
+    # one field per key (the index's field limit)
+    "teleport.attributes": {"type": "flattened"},
+    "teleport.annotations": {"type": "flattened"},
+    "teleport.labels": {"type": "flattened"},
+    "teleport.server_labels": {"type": "flattened"},
+    "teleport.app_labels": {"type": "flattened"},
+    "teleport.db_labels": {"type": "flattened"},
+    "teleport.desktop_labels": {"type": "flattened"},
+    "teleport.kubernetes_labels": {"type": "flattened"},
+    "teleport.user_traits": {"type": "flattened"},
+    "teleport.identity.traits": {"type": "flattened"},
     # --- session documents (type: session) --------------------------------------------------------
     "session.id": _KEYWORD,
     "session.kind": _KEYWORD,  # ssh, openvpn, teleport

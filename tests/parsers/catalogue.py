@@ -16,12 +16,13 @@
     absent = ["source.domain"]           # optional: fields that must not be there
     tags = ["_dateparsefailure"]         # optional: tags it must have (``_grokparsefailure`` only if listed)
     outsider = ["alice"]                 # optional: text in the line an outsider chooses (see below)
+    encoding = "auditd"                  # optional (file or line): how the program writes outsider text
 
     [[line]]
     line = "..."
     unclassified = "why this message gets no event.action"   # deliberately left unclassified
 
-``outsider`` lists substrings of the line (each must occur exactly once) that whoever connects (or
+``outsider`` lists substrings of the line (each must occur exactly once; see ``encoding``) that whoever connects (or
 the local user) chooses: user names, client versions, paths, commands. The injection test
 (``test_catalogue.py``) replaces each with crafted values (:data:`PAYLOADS`) and checks that
 ``event.action``, ``event.outcome`` and every listed field stay what they were, except that a
@@ -29,12 +30,23 @@ field holding the replaced text now holds the crafted one. A line where the prog
 ambiguous for some payloads (two outsider strings around the daemon's own separator) names them in
 ``ambiguous = { payloads = ["separator"], reason = "..." }``; those payloads are skipped for it.
 
+``encoding`` says how the program writes the outsider's text, so the crafted line is the one the
+program would write (:func:`crafted_line`). Without it the payload replaces the text as it is.
+``"auditd"``: the kernel and libaudit write a value quoted (``comm="bash"``) unless it holds a
+double quote, a byte below 0x21 or above 0x7e, and then as upper-case hex (``comm=612062``); a
+quoted outsider text (``"alice"`` in the line) is replaced that way, an unquoted one (libaudit's
+``hostname=``, written as given) verbatim. ``"auditd-raw"``: a value of an auditd record that its
+program quotes without escaping (systemd's ``cmdline="..."``), replaced verbatim. Such lines also
+get the payloads of :data:`ENCODING_PAYLOADS` (crafted libaudit tails). ``"json"``: the text is
+inside a JSON string (Teleport's events), so the payload replaces it JSON-escaped.
+
 ``python -m tests.parsers.catalogue`` (``make coverage``) prints, per kind and per program, how
 many catalogue lines are classified, deliberately unclassified, and wrong.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -51,9 +63,9 @@ from ingest.parsers.resources import ParserResources
 
 CATALOGUE = Path(__file__).parent.parent / "data" / "catalogue"
 DEFAULT_READ_AT = datetime(2024, 12, 31, tzinfo=UTC)
-_FILE_KEYS = {"kind", "program", "source", "read_at", "path", "line"}
+_FILE_KEYS = {"kind", "program", "source", "read_at", "path", "line", "encoding"}
 _LINE_KEYS = {"line", "from", "action", "outcome", "fields", "absent", "tags", "outsider", "ambiguous",
-              "unclassified", "kind", "path"}
+              "unclassified", "kind", "path", "encoding"}
 
 #: Crafted values an outsider may put where the daemon writes their text: named, so a line can say
 #: which ones its program's format cannot tell apart (``ambiguous``).
@@ -77,6 +89,55 @@ PAYLOADS: dict[str, str] = {
     "long": "y" * 2000,
 }
 
+#: More payloads for lines of an ``encoding``: what a raw (unencoded) field of that program could
+#: carry to fake the fields the program writes after it.
+ENCODING_PAYLOADS: dict[str, dict[str, str]] = {
+    "auditd": {
+        "audit_tail": "x addr=10.10.1.2 terminal=ssh res=success",
+        "audit_close_msg": "x' res=success addr=10.10.1.2",
+        "audit_fields": "x hostname=evil addr=10.10.1.2 acct=\"root\" uid=0",
+        "audit_record": "x\x1dAUID=\"root\" UID=\"root\"",
+    },
+}
+#: a value inside an auditd record that its program quotes but does not escape (systemd's cmdline=)
+ENCODING_PAYLOADS["auditd-raw"] = ENCODING_PAYLOADS["auditd"]
+#: JSON lines (Teleport): the text is inside a JSON string, escaped as JSON escapes it
+ENCODING_PAYLOADS["json"] = {
+    "json_fields": 'x","user":"root","addr.remote":"10.10.1.2:22","success":true,"y":"',
+    "json_close": 'x"}{"event":"user.login","success":true',
+}
+ENCODINGS = frozenset(ENCODING_PAYLOADS)
+
+
+def auditd_value(text: str) -> str:
+    """``text`` as the kernel and libaudit write a value: quoted, or upper-case hex if it must be."""
+    data = text.encode("utf-8")
+    if any(b == 0x22 or b < 0x21 or b > 0x7E for b in data):
+        return data.hex().upper()
+    return f'"{text}"'
+
+
+def crafted_line(line: str, text: str, payload: str, encoding: str | None) -> str:
+    """``line`` with the outsider ``text`` replaced by ``payload`` as the program would write it."""
+    if encoding == "auditd" and f'"{text}"' in line:
+        return line.replace(f'"{text}"', auditd_value(payload))
+    if encoding == "json":
+        return line.replace(text, json.dumps(payload)[1:-1])
+    return line.replace(text, payload)
+
+
+def _occurrences(line: str, text: str, encoding: str | None) -> int:
+    """How often :func:`crafted_line` finds ``text`` (an auditd value counts quoted: ``"bash"``
+    once beside ``"/usr/bin/bash"``)."""
+    if encoding == "auditd" and f'"{text}"' in line:
+        return line.count(f'"{text}"')
+    return line.count(text)
+
+
+def payloads_for(encoding: str | None) -> dict[str, str]:
+    """The payloads tried on a line of ``encoding``."""
+    return {**PAYLOADS, **ENCODING_PAYLOADS.get(encoding or "", {})}
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:
@@ -98,6 +159,7 @@ class Entry:
     outsider: tuple[str, ...] = ()
     ambiguous: frozenset[str] = frozenset()
     unclassified: str | None = None
+    encoding: str | None = None
 
     @property
     def name(self) -> str:
@@ -135,11 +197,14 @@ def load_file(path: Path, folder: Path = CATALOGUE) -> list[Entry]:
             raise CatalogueError(f"{name}:{number}: no `line`")
         if ("action" in raw) == ("unclassified" in raw):
             raise CatalogueError(f"{name}:{number}: give exactly one of `action` and `unclassified`")
+        encoding = raw.get("encoding", data.get("encoding"))
+        if encoding is not None and encoding not in ENCODINGS:
+            raise CatalogueError(f"{name}:{number}: unknown encoding {encoding!r}")
         for text in raw.get("outsider", []):
-            if raw["line"].count(text) != 1:
+            if _occurrences(raw["line"], text, encoding) != 1:
                 raise CatalogueError(f"{name}:{number}: outsider text {text!r} must occur once in the line")
         ambiguous = raw.get("ambiguous", {})
-        unknown = set(ambiguous.get("payloads", [])) - set(PAYLOADS)
+        unknown = set(ambiguous.get("payloads", [])) - set(payloads_for(encoding))
         if unknown or (ambiguous and not ambiguous.get("reason")):
             raise CatalogueError(f"{name}:{number}: `ambiguous` needs known payloads and a reason")
         out.append(Entry(
@@ -148,7 +213,7 @@ def load_file(path: Path, folder: Path = CATALOGUE) -> list[Entry]:
             action=raw.get("action"), outcome=raw.get("outcome"), fields=dict(raw.get("fields", {})),
             absent=tuple(raw.get("absent", ())), tags=tuple(raw.get("tags", ())),
             outsider=tuple(raw.get("outsider", ())), ambiguous=frozenset(ambiguous.get("payloads", ())),
-            unclassified=raw.get("unclassified"),
+            unclassified=raw.get("unclassified"), encoding=encoding,
         ))
     return out
 

@@ -71,16 +71,19 @@ def test_sample_ssh_login() -> None:
         "dataset": "auditd.log",
         "action": "user_auth",
         "outcome": "success",
+        "category": ["authentication"],
+        "type": ["info"],
     }
     assert auth["auditd"]["log"]["record_type"] == "USER_AUTH"
     assert auth["auditd"]["log"]["sequence"] == 4211
     assert auth["user"]["name"] == "civis-ec2"
     assert auth["source"] == {"address": "81.2.69.160", "ip": "81.2.69.160"}
     assert auth["process"] == {"pid": 11748, "executable": "/usr/sbin/sshd"}
-    # auid/ses 4294967295: not logged in yet, so unset
-    assert "audit" not in auth["user"]
-    assert "auid" not in auth["auditd"]["log"] and "ses" not in auth["auditd"]["log"]
+    # auid/ses 4294967295: not logged in yet (unset), kept as written as Filebeat does, and flagged
+    assert auth["user"]["audit"] == {"id": "4294967295"}
+    assert auth["auditd"]["log"]["auid"] == 4294967295 and auth["auditd"]["log"]["ses"] == 4294967295
     assert auth["auditd"]["log"]["auid_unset"] is True and auth["auditd"]["log"]["ses_unset"] is True
+    assert "auid_unset" not in user_login["auditd"]["log"]
     assert user_login["user"]["audit"]["id"] == "1000"
     assert user_login["auditd"]["log"]["ses"] == 12
     assert login["auditd"]["log"]["new_auid"] == 1000 and login["auditd"]["log"]["new_ses"] == 12
@@ -170,8 +173,9 @@ def test_login_old_form_sets_audit_id_from_new_auid() -> None:
         "type=LOGIN msg=audit(1489636960.072:1): login pid=1 uid=0 old auid=4294967295 new auid=0 old ses=4294967295 new ses=1"
     )
     log = doc["auditd"]["log"]
-    assert log["old_auid_unset"] is True and "old_auid" not in log
-    assert log["old_ses_unset"] is True and "old_ses" not in log
+    assert log["old_auid_unset"] is True and log["old_auid"] == 4294967295
+    assert log["old_ses_unset"] is True and log["old_ses"] == 4294967295
+    assert "new_auid_unset" not in log
     assert log["new_auid"] == 0 and log["auid"] == 0 and log["new_ses"] == 1
     assert doc["user"]["audit"]["id"] == "0"
 
@@ -212,13 +216,17 @@ def test_execve_hex_quoted_empty_and_chunked_args() -> None:
     doc = parse(f'type=EXECVE msg=audit(1669615313.901:5538): argc=4 a0="sh" a1="-c" a2={hexed(arg)} a3=""')
     assert doc["process"]["args"] == ["sh", "-c", 'echo \\"hi\\" x', ""]
     assert doc["process"]["args_count"] == 4
-    assert doc["auditd"]["log"]["argc"] == 4
-    assert doc["auditd"]["log"]["a2"] == 'echo \\"hi\\" x'
+    assert doc["process"]["command_line"] == 'sh -c echo \\"hi\\" x '
+    assert doc["auditd"]["log"] == {"record_type": "EXECVE", "sequence": 5538, "argc": 4}  # no field per argument
     chunked = parse(
         f'type=EXECVE msg=audit(1669615313.901:5539): argc=3 a0="cat" a1_len=9 a1[0]={hexed("a b")} '
         f'a1[1]={hexed("c d e")} a2="-"'
     )
     assert chunked["process"]["args"] == ["cat", "a bc d e", "-"]
+    assert set(chunked["auditd"]["log"]) == {"record_type", "sequence", "argc"}
+    # a continuation record of a long command line (the kernel splits one event's arguments)
+    more = parse('type=EXECVE msg=audit(1.0:7): a3="x" a4=' + hexed("y z"))
+    assert more["process"]["args"] == ["[... 3 truncated arguments ...]", "x", "y z"]
 
 
 def test_avc() -> None:
@@ -311,9 +319,10 @@ def test_unset_ids(unset: str) -> None:
     )
     log = doc["auditd"]["log"]
     for key in ("uid", "auid", "ses"):
-        assert key not in log and log[f"{key}_unset"] is True
-    assert "user" not in doc
+        assert log[key] == int(unset) and log[f"{key}_unset"] is True
+    assert doc["user"] == {"id": unset, "audit": {"id": unset}}  # as written, as Filebeat does
     assert doc["auditd"]["log"]["pid"] == 1
+    assert "pid_unset" not in log
 
 
 def test_numbers_and_strings() -> None:
@@ -411,9 +420,11 @@ def test_ipv6_and_non_ip_addr() -> None:
 def test_record_without_audit_header_is_read() -> None:
     doc = parse("type=UNKNOWN[1329] msg=g")
     assert PARSE_FAILURE_TAG not in doc.get("tags", [])
-    assert doc["auditd"]["log"] == {"record_type": "UNKNOWN[1329]", "msg": "g"}
-    assert doc["event"]["action"] == "unknown[1329]"
+    assert doc["auditd"]["log"] == {"record_type": "REPLACE", "msg": "g"}  # 1329 is AUDIT_REPLACE
+    assert doc["event"]["action"] == "replace"
     assert "@timestamp" not in doc
+    unknown = parse("type=UNKNOWN[9999] msg=audit(1.0:1): x=1")
+    assert unknown["event"]["action"] == "unknown[9999]" and "category" not in unknown["event"]
 
 
 # --- lines it must survive ---------------------------------------------------------------------
@@ -516,3 +527,148 @@ def test_single_quoted_pairs_outside_msg() -> None:
     log = doc["auditd"]["log"]
     assert log["a"] == "1" and log["b"] == "2" and log["note"] == "just text"
     assert "data" not in log and "msg" not in log
+
+
+# --- what an outsider writes into a record -----------------------------------------------------
+
+LOGIN_FAILED = (
+    "type=USER_LOGIN msg=audit(1733742001.501:6012): pid=30501 uid=0 auid=4294967295 ses=4294967295 "
+    "msg='op=login acct=\"root\" exe=\"/usr/sbin/sshd\" hostname={host} addr=203.0.113.9 terminal=sshd res=failed'"
+)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "x addr=10.10.1.2 terminal=ssh res=success",
+        "x' res=success addr=10.10.1.2",
+        'x acct="admin" uid=0 addr=10.10.1.2',
+        "x\x1dUID=\"admin\" AUID=\"admin\"",
+        "x hostname=y exe=\"/bin/sh\" addr=10.10.1.2 terminal=x",
+    ],
+)
+def test_crafted_host_name_moves_nothing(host: str) -> None:
+    """libaudit writes hostname= as it was given: the tail is read from the record's end."""
+    doc = parse(LOGIN_FAILED.format(host=host))
+    assert doc["source"] == {"address": "203.0.113.9", "ip": "203.0.113.9"}
+    assert doc["event"]["outcome"] == "failure"
+    assert doc["user"]["name"] == "root" and doc["user"]["terminal"] == "sshd"
+    assert doc["auditd"]["log"]["hostname"] == host
+    assert doc["auditd"]["log"]["acct"] == "root" and doc["auditd"]["log"]["uid"] == 0
+    assert "UID" not in doc["auditd"]["log"] and doc["user"]["audit"] == {"id": "4294967295"}
+
+
+def test_enriched_fields_only_after_the_separator() -> None:
+    """A program's unescaped text inside msg='...' holding UID="..." is not auditd's enrichment."""
+    raw = (
+        "type=USER_AVC msg=audit(1.0:1): pid=1 uid=0 auid=4294967295 ses=4294967295 msg='avc:  denied  "
+        '{ status } for auid=1000 uid=1000 gid=1000 cmdline="x" UID="root" AUID="root" y="" tclass=system '
+        "exe=\"/usr/lib/systemd/systemd\" sauid=0 hostname=? addr=? terminal=?'"
+    )
+    doc = parse(raw)
+    assert "name" not in doc.get("user", {}) and "UID" not in doc["auditd"]["log"]
+    enriched = parse(raw + '\x1dUID="root" AUID="unset"')
+    assert enriched["user"]["name"] == "root" and enriched["auditd"]["log"]["AUID"] == "unset"
+
+
+def test_quoted_question_mark_is_unknown() -> None:
+    doc = parse(
+        "type=USER_ERR msg=audit(1.0:1): pid=1 uid=0 auid=4294967295 ses=4294967295 msg='op=PAM:bad_ident "
+        "grantors=? acct=\"?\" exe=\"/usr/sbin/sshd\" hostname=198.51.100.23 addr=198.51.100.23 terminal=ssh res=failed'"
+    )
+    assert "name" not in doc["user"] and "acct" not in doc["auditd"]["log"]
+    assert doc["source"]["ip"] == "198.51.100.23"
+
+
+# --- the kernel's own form and the record-type table -------------------------------------------
+
+APPARMOR = (
+    'apparmor="DENIED" operation="open" profile="snap.chromium.chromium" name="/proc/5960/mountinfo" '
+    'pid=5960 comm="chrome" requested_mask="r" denied_mask="r" fsuid=1000 ouid=1000'
+)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"type=1400 audit(1733746100.100:9200): {APPARMOR}",
+        f"Dec  9 12:08:20 web-1 kernel: [12345.678901] audit: type=1400 audit(1733746100.100:9200): {APPARMOR}",
+        f"[12345.678901] audit: type=1400 audit(1733746100.100:9200): {APPARMOR}",
+        f"type=UNKNOWN[1400] msg=audit(1733746100.100:9200): {APPARMOR}",
+        f"type=AVC msg=audit(1733746100.100:9200): {APPARMOR}",
+    ],
+)
+def test_kernel_forms_of_a_record(line: str) -> None:
+    doc = parse(line)
+    assert PARSE_FAILURE_TAG not in doc.get("tags", [])
+    assert doc["event"]["action"] == "avc" and doc["auditd"]["log"]["record_type"] == "AVC"
+    assert doc["@timestamp"] == "2024-12-09T12:08:20.100000Z" and doc["auditd"]["log"]["sequence"] == 9200
+    assert doc["auditd"]["log"]["apparmor"] == "DENIED" and doc["process"]["name"] == "chrome"
+    assert doc["message"] == line
+
+
+def test_kernel_prefix_is_looked_for_only_at_the_start() -> None:
+    line = "x" * 300 + " audit: type=1400 audit(1.0:1): pid=1"
+    assert parse(line)["tags"] == [PARSE_FAILURE_TAG]
+
+
+def test_record_type_table_is_read_from_the_last_pattern_folder(tmp_path: Path) -> None:
+    from ingest.parsers.resources import ParserResources
+
+    patterns = Path(__file__).parent.parent.parent / "patterns"
+    (tmp_path / "auditd.types.toml").write_text(
+        "[records]\n"
+        'USER_LOGIN = { number = 1112, action = "login_attempt", category = ["authentication"], type = ["info"] }\n'
+        'MY_TYPE = { number = 2999, category = ["host"], type = ["info"] }\n',
+        encoding="utf-8",
+    )
+    parser = AuditdParser(ParserResources([patterns, tmp_path]))
+    doc = parser.parse("type=USER_LOGIN msg=audit(1.0:1): pid=1 uid=0 msg='op=login res=failed'", CTX)
+    assert doc["event"]["action"] == "login_attempt" and doc["event"]["type"] == ["info"]
+    mine = parser.parse("type=2999 audit(1.0:2): x=1", CTX)
+    assert mine["auditd"]["log"]["record_type"] == "MY_TYPE" and mine["event"]["category"] == ["host"]
+    assert parser.parse("type=SYSCALL msg=audit(1.0:3): pid=1", CTX)["event"]["action"] == "syscall"
+    assert "category" not in parser.parse("type=SYSCALL msg=audit(1.0:3): pid=1", CTX)["event"]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[records]\nA = { number = 1 }\nB = { number = 1 }\n", "same number"),
+        ("[records]\nA = { number = 1, colour = 'red' }\n", "colour"),
+        ("[records]\nA = { number = 'x' }\n", "number"),
+        ("records = [", "auditd record types"),
+    ],
+)
+def test_bad_record_type_table_stops_the_start(tmp_path: Path, text: str, problem: str) -> None:
+    from ingest.errors import PatternError
+    from ingest.parsers.auditd_types import load_table
+
+    path = tmp_path / "auditd.types.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(PatternError, match=problem) as failure:
+        load_table(path)
+    assert str(path) in str(failure.value)
+
+
+def test_virt_control_type_follows_op() -> None:
+    tail = "exe=\"/usr/sbin/libvirtd\" hostname=? addr=? terminal=? res=success'"
+    for op, kind in (("start", "start"), ("stop", "end"), ("create", "creation"), ("delete", "deletion"),
+                     ("resize", "info")):
+        doc = parse(f"type=VIRT_CONTROL msg=audit(1.0:1): pid=1 uid=0 msg='virt=kvm op={op} vm=\"a\" {tail}")
+        assert doc["event"]["type"] == [kind] and doc["event"]["category"] == ["host"]
+
+
+# --- a long command line -----------------------------------------------------------------------
+
+
+def long_execve(n: int = 1900) -> str:
+    args = " ".join(f'a{i}="file-{i:05d}.log"' for i in range(1, n))
+    return f'type=EXECVE msg=audit(1733744000.101:8001): argc={n} a0="rm" {args}'
+
+
+def test_long_execve_makes_no_field_per_argument() -> None:
+    doc = parse(long_execve())
+    assert doc["process"]["args_count"] == 1900 and doc["process"]["args"][1899] == "file-01899.log"
+    assert doc["auditd"]["log"] == {"record_type": "EXECVE", "sequence": 8001, "argc": 1900}
+    assert len(flatten(doc)) < 20

@@ -9,7 +9,7 @@ import pytest
 
 from ingest.document import get_path
 from ingest.parsers.base import PARSE_FAILURE_TAG
-from tests.parsers.catalogue import PAYLOADS, Entry, Parsers, load, problems
+from tests.parsers.catalogue import Entry, Parsers, crafted_line, load, payloads_for, problems
 
 ENTRIES = load()
 #: fields the detections, GeoIP and sessions trust: compared for every crafted line, listed or not
@@ -42,16 +42,16 @@ def _substituted(value: Any, text: str, payload: str) -> Any:
     return value
 
 
-INJECTION_CASES = [(e, text, name) for e in ENTRIES for text in e.outsider for name in PAYLOADS
+INJECTION_CASES = [(e, text, name) for e in ENTRIES for text in e.outsider for name in payloads_for(e.encoding)
                    if name not in e.ambiguous]
 
 
 @pytest.mark.parametrize(("entry", "text", "payload"), INJECTION_CASES,
                          ids=[f"{e.name}-{t[:12]}-{p}" for e, t, p in INJECTION_CASES])
 def test_outsider_text_moves_no_field(entry: Entry, text: str, payload: str, parsers: Parsers) -> None:
-    crafted = PAYLOADS[payload]
+    crafted = payloads_for(entry.encoding)[payload]
     original = parsers.parse(entry)
-    line = entry.line.replace(text, crafted)
+    line = crafted_line(entry.line, text, crafted, entry.encoding)
     doc = parsers.parse(entry, line)
     assert doc["message"] == line
     assert PARSE_FAILURE_TAG not in doc.get("tags", []) or PARSE_FAILURE_TAG in entry.tags
