@@ -262,6 +262,17 @@ def test_dockerfile_essentials() -> None:
     assert {".git", ".venv", ".env"} <= set(ignore)
 
 
+def test_dockerfile_installs_dependencies_before_copying_the_code() -> None:
+    """Docker caches a layer until a file it copies changes: the dependency layer must not see the code."""
+    build = DOCKERFILE.read_text().replace("\\\n", " ").split("\nFROM ")[1]  # instructions, continuations joined
+    steps = [line for line in build.splitlines() if re.match(r"^(COPY|RUN)\b", line)]
+    first_code = next(i for i, line in enumerate(steps) if re.match(r"^COPY .*\bingest\b", line))
+    deps = next(i for i, line in enumerate(steps) if "pip install -r /tmp/requirements.txt" in line)
+    assert deps < first_code, steps
+    assert all(line == "COPY pyproject.toml ./" for line in steps[:deps] if line.startswith("COPY")), steps
+    assert any("pip install --no-deps ." in line for line in steps[first_code:])
+
+
 # --- Filebeat ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def filebeat() -> dict[str, Any]:
@@ -288,6 +299,8 @@ def test_filebeat_inputs_cover_every_kind(filebeat: dict[str, Any]) -> None:
     assert auditd["log"]["input"]["fields"]["log_type"] == "auditd"
     kinds.setdefault("auditd", []).extend(auditd["log"]["var.paths"])
     assert set(kinds) == set(KINDS)
+    for inp in filebeat["filebeat.inputs"]:  # sites coming from `type: log` inputs keep their offsets
+        assert inp.get("take_over") is True, f"{inp['id']}: without take_over every file is read again"
     for path in ("/var/log/auth.log", "/var/log/secure"):
         assert path in kinds["auth"]
     assert "/var/log/commands.log" in kinds["commands"]
