@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# audit-ingest worker image: `audit-ingest run` (default), `setup`, `parse`.
+# audit-ingest worker image: `audit-ingest run` (default), `setup`, `parse`. Runs as uid 10001:
+# files it reads from the host (authorized_keys, GeoIP databases) must be readable by that uid.
 #   docker build -t audit-ingest .
 # GeoIP databases are not in the image: mount them (see docker-compose.yml, /usr/share/GeoIP).
 
@@ -9,13 +10,19 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/audit-ingest
 WORKDIR /src
-# Dependencies first (cached while only the code changes), then the package itself.
-COPY pyproject.toml README.md ./
+# Dependencies first, from pyproject.toml alone: this layer is cached while only the code changes.
+COPY pyproject.toml ./
+RUN /opt/audit-ingest/bin/pip install --upgrade pip \
+ && /opt/audit-ingest/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+ && /opt/audit-ingest/bin/pip install -r /tmp/requirements.txt
+# Then the package itself (no dependency left to fetch).
+COPY README.md ./
 COPY ingest ./ingest
 COPY patterns ./patterns
-RUN /opt/audit-ingest/bin/pip install --upgrade pip \
- && /opt/audit-ingest/bin/pip install . \
- && test -d /opt/audit-ingest/share/audit-ingest/patterns
+COPY kibana ./kibana
+RUN /opt/audit-ingest/bin/pip install --no-deps . \
+ && test -d /opt/audit-ingest/share/audit-ingest/patterns \
+ && test -f /opt/audit-ingest/share/audit-ingest/kibana/audit.ndjson
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="audit-ingest" \
@@ -24,8 +31,7 @@ LABEL org.opencontainers.image.title="audit-ingest" \
 ENV PATH=/opt/audit-ingest/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    AUDIT_INGEST_PATTERNS_DIR=/app/patterns \
-    AUDIT_INGEST_KIBANA__OBJECTS_DIR=/app/kibana
+    AUDIT_INGEST_PATTERNS_DIR=/app/patterns
 RUN groupadd --system --gid 10001 audit \
  && useradd --system --uid 10001 --gid audit --home-dir /app --shell /usr/sbin/nologin audit \
  && mkdir -p /usr/share/GeoIP /etc/audit-ingest
@@ -33,7 +39,6 @@ COPY --from=build /opt/audit-ingest /opt/audit-ingest
 # The pattern files are also in the wheel's shared data (/opt/audit-ingest/share/audit-ingest/patterns);
 # this copy is the one AUDIT_INGEST_PATTERNS_DIR names, so users can mount their own over it.
 COPY --chown=root:root patterns /app/patterns
-COPY --chown=root:root kibana /app/kibana
 WORKDIR /app
 USER 10001:10001
 # Prometheus metrics of `run`.

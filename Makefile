@@ -5,17 +5,19 @@ BIN := $(VENV)/bin
 
 .PHONY: venv demo test lint coverage bench bench-smoke clean
 
+# Silent on stdout (progress on stderr): `make demo > out.ndjson` holds only documents.
 $(BIN)/audit-ingest: pyproject.toml
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
-	touch $@
+	@echo "installing audit-ingest into $(VENV)" >&2
+	@$(PY) -m venv $(VENV) >&2
+	@$(BIN)/pip install -q --upgrade pip >&2
+	@$(BIN)/pip install -q -e '.[dev]' >&2
+	@touch $@
 
 venv: $(BIN)/audit-ingest
 
-# Parse and enrich the sample logs: no Redis, no Elasticsearch needed.
+# Parse and enrich the sample logs: no Redis, no Elasticsearch needed. stdout is pure NDJSON.
 demo: venv
-	$(BIN)/audit-ingest parse --config examples/demo.toml --reference-time 2020-12-31T00:00:00Z examples/logs/*.log
+	@$(BIN)/audit-ingest parse --config examples/demo.toml --reference-time 2020-12-31T00:00:00Z examples/logs/*.log
 
 test: venv
 	$(BIN)/python -m pytest -q

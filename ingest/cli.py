@@ -20,6 +20,9 @@ from ingest.settings import ENV_PREFIX, Settings, load_settings, merge_overrides
 log = logging.getLogger("audit-ingest")
 
 PARSE_BATCH = 1000
+#: What ``--help`` says first (plain text: argparse prints it as it is).
+DESCRIPTION = ("Server access audit logs from Filebeat into Elasticsearch: run (the worker), parse (no servers), "
+               "setup (template, retention, users, Kibana objects), dlq (dead letters).")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -28,7 +31,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="audit-ingest", description=__doc__)
+    parser = argparse.ArgumentParser(prog="audit-ingest", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("parse", help="parse, enrich, pair and detect on log files or Filebeat event dumps: "
@@ -58,9 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start even if the index template is missing (documents then get dynamic mappings)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("setup", help="install the index template, the retention policy and the Kibana objects")
+    p = sub.add_parser("setup", help="install the index template, the retention policy, the users and the "
+                                     "Kibana objects")
     _common(p)
-    p.add_argument("--no-kibana", action="store_true", help="only Elasticsearch (template, ILM)")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--no-kibana", action="store_true",
+                      help="only Elasticsearch (users, retention policy, template, existing indices)")
+    only.add_argument("--kibana-only", action="store_true", help="only the Kibana saved objects")
+    only.add_argument("--print-kibana", action="store_true",
+                      help="print the Kibana saved objects for the configured prefixes (NDJSON) and exit")
     p.set_defaults(func=cmd_setup)
 
     p = sub.add_parser("dlq", help="the dead-letter list: count and reasons, entries, or replay them")
@@ -107,9 +116,27 @@ def _batches(items: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
         yield batch
 
 
+def _check_inputs(files: list[str]) -> None:
+    """Every input must be readable before anything is printed: a typo is not a dead letter."""
+    for path in files:
+        if path == "-":
+            continue
+        try:
+            with open(path, "rb") as f:
+                f.read(0)
+        except IsADirectoryError:
+            raise IngestError(f"cannot read {path}: it is a directory") from None
+        except OSError as e:
+            raise IngestError(f"cannot read {path}: {e.strerror or e}") from None
+
+
 def cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.enrich.key_files import check_key_files
     from ingest.inputs import read_events
     from ingest.pipeline import Pipeline
+
+    _check_inputs(args.files)
+    check_key_files(settings.keys)
 
     read_at: datetime | None = None
     if args.reference_time:
@@ -122,14 +149,15 @@ def cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
     tune_gc()
     out = sys.stdout.buffer
     counts = {"documents": 0, "sessions": 0, "alerts": 0, "dead": 0}
+    failed: list[str] = []
 
     def events() -> Iterator[bytes]:
         for path in args.files:
             try:
                 yield from read_events(path, kind=args.kind, router=pipeline.router, read_at=read_at, mode=args.input)
-            except OSError as e:
-                log.error("cannot read %s: %s", path, e)
-                counts["dead"] += 1
+            except OSError as e:  # a read error midway: the lines before it were printed, the run fails
+                log.error("cannot read %s: %s", path, e.strerror or e)
+                failed.append(path)
 
     for batch in _batches(events(), PARSE_BATCH):
         result = pipeline.process(batch)
@@ -148,7 +176,7 @@ def cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
             log.warning("dead letter (%s/%s): %s", dead.stage, dead.error_code, dead.reason)
     out.flush()
     log.info("%(documents)d documents, %(sessions)d sessions, %(alerts)d alerts, %(dead)d dead letters", counts)
-    return 0
+    return 1 if failed else 0
 
 
 def _template_present(settings: Settings) -> bool | None:
@@ -167,8 +195,10 @@ def _template_present(settings: Settings) -> bool | None:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.enrich.key_files import check_key_files
     from ingest.worker import build_worker
 
+    check_key_files(settings.keys)
     if not args.skip_template_check and _template_present(settings) is False:
         log.error("the index template for %s* is not installed: run `audit-ingest setup` first "
                   "(or start with --skip-template-check)", settings.index.prefix)
@@ -183,38 +213,31 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.setup.kibana import import_saved_objects, ndjson_files
-    from ingest.setup.template import build_setup, install
+    from ingest.setup.kibana_objects import build_saved_objects, render_ndjson
+    from ingest.setup.steps import setup_elasticsearch, setup_kibana
     from ingest.sinks.elasticsearch import build_client
 
-    bodies = build_setup(settings.index.prefix, settings.index.retention_days)
-    client = build_client(settings.elasticsearch)
-    try:
-        install(client, bodies)
-    finally:
-        client.close()
-    log.info("index template %s installed%s", bodies.template_name,
-             f", retention policy {bodies.policy_name}" if bodies.policy_name else "")
-    k = settings.kibana
-    if args.no_kibana or not k.url:
-        if not args.no_kibana:
-            log.info("kibana.url not set: Kibana objects not imported")
+    if args.print_kibana:
+        sys.stdout.write(render_ndjson(build_saved_objects(settings.index.prefix, settings.detect.index_prefix)))
         return 0
-    folder = k.objects_dir or _kibana_dir()
-    result = import_saved_objects(
-        k.url, ndjson_files(folder), username=k.username,
-        password=k.password.get_secret_value() if k.password else None,
-        api_key=k.api_key.get_secret_value() if k.api_key else None, space=k.space,
-        ca_certs=k.ca_certs, verify=k.verify_certs, ready_timeout=k.ready_timeout.total_seconds())
-    log.info("Kibana: %d saved objects imported from %s", result.success_count, folder)
+    if not args.kibana_only:
+        client = build_client(settings.elasticsearch)
+        try:
+            bodies = setup_elasticsearch(client, settings)
+        finally:
+            client.close()
+        log.info("index template %s installed%s", bodies.template_name,
+                 f", retention policy {bodies.policy_name}" if bodies.policy_name else "")
+    if args.no_kibana:
+        return 0
+    if not settings.kibana.url:
+        if args.kibana_only:
+            raise ConfigError("--kibana-only needs kibana.url", key="kibana.url")
+        log.info("kibana.url not set: Kibana objects not imported")
+        return 0
+    result = setup_kibana(settings)
+    log.info("Kibana: %d saved objects imported", result.success_count)
     return 0
-
-
-def _kibana_dir() -> Path:
-    import sys as _sys
-
-    repo = Path(__file__).resolve().parent.parent / "kibana"
-    return repo if repo.is_dir() else Path(_sys.prefix) / "share" / "audit-ingest" / "kibana"
 
 
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:

@@ -172,6 +172,7 @@ class Index:
     seq_no: int = -1
     visible: set[str] = field(default_factory=set)  # ids a search can see (refreshed)
     created: float = field(default_factory=time.time)
+    settings: dict[str, Any] = field(default_factory=dict)  # what PUT <index>/_settings set (flat keys)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -596,6 +597,9 @@ class Cluster:
         self.templates: dict[str, dict[str, Any]] = {}
         self.component_templates: dict[str, dict[str, Any]] = {}
         self.policies: dict[str, dict[str, Any]] = {}
+        #: native realm: users (with their password, as sent), roles, built-in users' changed passwords
+        self.users: dict[str, dict[str, Any]] = {}
+        self.roles: dict[str, dict[str, Any]] = {}
         self.rules: list[Rule] = []
         self.parsing_error_type = parsing_error_type
 
@@ -1063,6 +1067,13 @@ class ESDouble:
             return 200, {"acknowledged": True}
         elif segs[:2] == ["_ilm", "policy"] and len(segs) == 3:
             return self._ilm(method, segs[2], body)
+        elif segs == ["_cluster", "health"] and method in ("GET", "HEAD"):
+            return 200, {"cluster_name": CLUSTER_NAME, "status": "green", "timed_out": False,
+                         "number_of_nodes": 1, "number_of_data_nodes": 1}
+        elif segs[0] == "_security" and len(segs) in (3, 4):
+            return self._security(method, segs[1:], body)
+        elif len(segs) == 2 and segs[1] == "_settings" and method == "PUT":
+            return self._put_settings(segs[0], query, body)
         elif segs[-1] == "_refresh" and len(segs) <= 2 and method in ("POST", "GET"):
             with cluster.lock:
                 found = cluster.resolve(segs[0] if len(segs) == 2 else "_all")
@@ -1082,6 +1093,44 @@ class ESDouble:
             return self._index_api(method, segs[0], body)
         raise EsError(404, "resource_not_found_exception",
                       f"no handler found for uri [{path}] and method [{method}] (es-double)")
+
+    def _security(self, method: str, segs: list[str], body: bytes | None) -> tuple[int, Any]:
+        """``PUT _security/role/<name>``, ``PUT _security/user/<name>``, ``POST _security/user/<name>/_password``."""
+        doc = orjson.loads(body or b"{}")
+        with self.cluster.lock:
+            if segs[0] == "role" and len(segs) == 2 and method in ("PUT", "POST"):
+                created = segs[1] not in self.cluster.roles
+                self.cluster.roles[segs[1]] = doc
+                return 200, {"role": {"created": created}}
+            if segs[0] == "user" and len(segs) == 2 and method in ("PUT", "POST"):
+                if len(doc.get("password", "")) < 6:
+                    raise EsError(400, "action_request_validation_exception",
+                                  "Validation Failed: 1: passwords must be at least [6] characters long;")
+                created = segs[1] not in self.cluster.users
+                self.cluster.users[segs[1]] = doc
+                return 200, {"created": created}
+            if segs[0] == "user" and len(segs) == 3 and segs[2] == "_password" and method in ("PUT", "POST"):
+                self.cluster.users.setdefault(segs[1], {})["password"] = doc["password"]
+                return 200, {}
+        raise EsError(404, "resource_not_found_exception", f"no handler for _security/{'/'.join(segs)} (es-double)")
+
+    def _put_settings(self, target: str, query: dict[str, str], body: bytes | None) -> tuple[int, Any]:
+        doc = orjson.loads(body or b"{}")
+        flat: dict[str, Any] = {}
+
+        def walk(obj: dict[str, Any], prefix: str) -> None:
+            for k, v in obj.items():
+                if isinstance(v, dict):
+                    walk(v, f"{prefix}{k}.")
+                else:
+                    flat[f"{prefix}{k}" if f"{prefix}{k}".startswith("index.") else f"index.{prefix}{k}"] = v
+
+        walk(doc, "")
+        with self.cluster.lock:
+            allow_none = query.get("allow_no_indices", "true") == "true"
+            for index in self.cluster.resolve(target, must_exist=not allow_none):
+                index.settings.update(flat)
+        return 200, {"acknowledged": True}
 
     def _info(self) -> dict[str, Any]:
         return {"name": "es-double", "cluster_name": CLUSTER_NAME, "cluster_uuid": "es-double-cluster-uuid",

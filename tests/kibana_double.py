@@ -16,6 +16,9 @@ with ``conflict``; the rest succeed and are stored. ``{"success": ..., "successC
 
 Faults: ``fail_next(status, times)`` answers the next requests with that status (503 while
 Kibana starts, 500, ...). Every request is recorded in ``requests``.
+
+``GET /api/status`` (what the compose health check asks): 503 while ``starting`` is true, then
+401 without credentials (``status.allowAnonymous`` is off by default) and 200 with them.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class KibanaDouble:
         self.password = password
         self.api_key = api_key
         self.require_overwrite = require_overwrite
+        self.starting = False
         self.stored: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}  # space -> objects
         self.requests: list[RecordedRequest] = []
         self._faults: list[int] = []
@@ -138,6 +142,12 @@ class KibanaDouble:
         if fault is not None:
             return self._send(h, fault, _error(fault, "Injected fault"))
 
+        if parts.path == "/api/status" and h.command == "GET":
+            if self.starting:
+                return self._send(h, 503, _error(503, "Kibana server is not ready yet"))
+            if self._expected_auth() and rec.headers.get("authorization") not in self._expected_auth():
+                return self._send(h, 401, _error(401, "Unauthorized"))
+            return self._send(h, 200, {"status": {"overall": {"level": "available"}}})
         space = "default"
         path = parts.path
         if path.startswith("/s/"):

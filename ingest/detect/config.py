@@ -64,7 +64,9 @@ class DetectionConfig(BaseModel):
     key_prefix: str = Field(default="audit-ingest:detect:", min_length=1,
                             description="Prefix of every Redis key the detection store writes.")
     index_prefix: str = Field(default="audit-alerts-", min_length=1,
-                              description="Alerts go to <index_prefix>YYYY.MM.DD (UTC date of the alert's @timestamp).")
+                              description="Alerts go to <index_prefix>YYYY.MM.DD (UTC date of the alert's @timestamp). "
+                                          "In the settings it defaults to <index.prefix>alerts- and must start with "
+                                          "index.prefix (the template, writer role and data views cover that).")
 
     @field_validator("allowed_networks", mode="before")
     @classmethod

@@ -1,4 +1,4 @@
-"""Import the saved objects of ``kibana/*.ndjson`` into Kibana.
+"""Import saved objects into Kibana (the generated ones of :mod:`ingest.setup.kibana_objects`, and files).
 
 ``POST /api/saved_objects/_import?overwrite=true`` with a ``kbn-xsrf`` header and the objects as
 a multipart/form-data upload (one part named ``file``), authenticated with basic auth or an API
@@ -72,9 +72,9 @@ def ndjson_files(directory: str | Path) -> list[Path]:
     return files
 
 
-def read_objects(paths: Iterable[str | Path]) -> bytes:
-    """The NDJSON upload: every non-empty line of ``paths``, each checked to be a JSON object."""
-    lines: list[bytes] = []
+def read_objects(paths: Iterable[str | Path], objects: Sequence[dict[str, Any]] = ()) -> bytes:
+    """The NDJSON upload: ``objects``, then every non-empty line of ``paths``, each checked to be a JSON object."""
+    lines: list[bytes] = [json.dumps(o, sort_keys=True, separators=(",", ":")).encode("utf-8") for o in objects]
     for p in paths:
         path = Path(p)
         try:
@@ -166,6 +166,7 @@ def import_saved_objects(
     url: str,
     ndjson_paths: Iterable[str | Path],
     *,
+    objects: Sequence[dict[str, Any]] = (),
     username: str | None = None,
     password: str | None = None,
     api_key: str | tuple[str, str] | None = None,
@@ -179,14 +180,14 @@ def import_saved_objects(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> ImportResult:
-    """Import the saved objects of ``ndjson_paths`` into the Kibana at ``url``.
+    """Import ``objects`` and the saved objects of ``ndjson_paths`` into the Kibana at ``url``, in one upload.
 
     Connection failures and 502/503/504 (Kibana still starting) are retried with backoff until
     ``ready_timeout`` seconds have passed. Other HTTP errors (401, 400, ...) raise
     :class:`KibanaImportError` at once. With ``strict`` (default) an import in which any object
     failed raises too, naming the objects; otherwise the result is returned as Kibana gave it.
     """
-    payload = read_objects(list(ndjson_paths))
+    payload = read_objects(list(ndjson_paths), objects)
     content_type, body = multipart(UPLOAD_NAME, payload)
     target = import_url(url, space=space, overwrite=overwrite)
     headers = {"kbn-xsrf": "true", "Content-Type": content_type, "Accept": "application/json"}

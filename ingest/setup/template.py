@@ -1,8 +1,8 @@
 """The index template and retention policy for the daily ``audit-YYYY.MM.DD`` indices.
 
 One composable index template (``PUT _index_template/<name>``) covers ``<prefix>*``: the daily
-event indices and the alert indices (``audit-alerts-*``) a detection stage writes, since both hold
-the same ECS fields. Field names follow ECS and Filebeat's ``system/auth`` and ``auditd`` modules;
+event indices and the alert indices (``<prefix>alerts-*``, ``detect.index_prefix``) a detection
+stage writes, since both hold the same ECS fields. Field names follow ECS and Filebeat's ``system/auth`` and ``auditd`` modules;
 the names the replaced Logstash config produced stay searchable as ``alias`` fields (see
 :data:`LEGACY_ALIASES`), so old saved searches keep working without storing values twice.
 
@@ -206,12 +206,13 @@ FIELDS: dict[str, dict[str, Any]] = {
     "session.end_reason": _KEYWORD,  # logout, timeout, ...
     "session.duration_s": {"type": "double"},
     "session.duration_min": {"type": "double"},
-    # --- alerts (type: alert, audit-alerts-* indices) ---------------------------------------------
+    # --- alerts (type: alert, <prefix>alerts-* indices) ------------------------------------------
     "rule.name": _KEYWORD,
     "rule.id": _KEYWORD,
     "rule.description": _KEYWORD,
     "alert.count": {"type": "long"},
-    "alert.window_s": {"type": "float"},
+    "alert.window.start": {"type": "date"},  # brute force: the epoch-aligned counting window
+    "alert.window.end": {"type": "date"},
 }
 
 #: The field names of the replaced Logstash config (seed 002) and its geoip filter, as aliases of
