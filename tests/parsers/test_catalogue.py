@@ -9,7 +9,7 @@ import pytest
 
 from ingest.document import get_path
 from ingest.parsers.base import PARSE_FAILURE_TAG
-from tests.parsers.catalogue import PAYLOADS, Entry, Parsers, load, problems
+from tests.parsers.catalogue import Entry, Parsers, load, payloads, problems
 
 ENTRIES = load()
 #: fields the detections, GeoIP and sessions trust: compared for every crafted line, listed or not
@@ -42,14 +42,14 @@ def _substituted(value: Any, text: str, payload: str) -> Any:
     return value
 
 
-INJECTION_CASES = [(e, text, name) for e in ENTRIES for text in e.outsider for name in PAYLOADS
-                   if name not in e.ambiguous]
+INJECTION_CASES = [(e, text, name) for e in ENTRIES for text in (*e.outsider, *e.outsider_all)
+                   for name in payloads(e.kind) if name not in e.ambiguous]
 
 
 @pytest.mark.parametrize(("entry", "text", "payload"), INJECTION_CASES,
                          ids=[f"{e.name}-{t[:12]}-{p}" for e, t, p in INJECTION_CASES])
 def test_outsider_text_moves_no_field(entry: Entry, text: str, payload: str, parsers: Parsers) -> None:
-    crafted = PAYLOADS[payload]
+    crafted = payloads(entry.kind)[payload]
     original = parsers.parse(entry)
     line = entry.line.replace(text, crafted)
     doc = parsers.parse(entry, line)
