@@ -72,9 +72,6 @@ class SyslogClock:
 
     def parse(self, text: str, reference: datetime, tz: tzinfo) -> tuple[datetime, str] | None:
         """Any of the forms above; ``None`` if ``text`` is not a timestamp we understand."""
-        known = self._resolved.get((text, tz))  # classic lines of a recent second: the common case
-        if known is not None and known[0] <= reference < known[1]:
-            return known[2]
         if text[:1].isdigit():
             fifth = text[4:5]
             if fifth == "-":
@@ -82,6 +79,9 @@ class SyslogClock:
             if fifth == " ":
                 return self._other(text, tz, _full)
             return self._other(text, tz, _unix)
+        known = self._resolved.get((text, tz))  # classic lines of a recent second: the common case
+        if known is not None and known[0] <= reference < known[1]:
+            return known[2]
         if text[4:5].isalpha():
             return self._other(text, tz, _ctime)
         if text[8:9] == "-":

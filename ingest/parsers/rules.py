@@ -6,6 +6,10 @@ an ordered list of ``[[rules]]`` with ``name``, optional ``programs``, ``match``
 (constant fields, dotted names) and ``tags``. Keeping them in files means a new line shape is a
 pattern change, not a code change.
 
+``unwrap`` (optional) lists expressions tried on the message after the header: the first that
+matches adds its fields and may name the text the rules get instead (``[@metadata][body]``), for
+messages that quote another program's line (Access Server quoting OpenVPN's).
+
 A header entry that is one pattern reference whose definition is an alternation of anchored
 pattern references (``SYSLOG_HEADER (?:%{SYSLOG_HEADER_BSD}|%{SYSLOG_HEADER_5424}|...)``) is tried
 one alternative at a time: the same first match, but each form's writer fetches only its own
@@ -180,6 +184,8 @@ class RuleSet:
     #: the header forms, tried in order (empty: the lines have no header)
     headers: list[Grok]
     rules: list[Rule]
+    #: forms tried on the message after the header (first match), with their literal start ('' if none)
+    unwrap: list[tuple[str, Grok]] = field(default_factory=list)
     _by_program: dict[str, list[Rule]] = field(default_factory=dict)
 
     def candidates(self, program: str | None) -> list[Rule]:
@@ -199,15 +205,21 @@ def load_rules(path: Path, library: PatternLibrary) -> RuleSet:
         raise PatternError(f"cannot read rules file: {e}", path=str(path)) from e
     except tomllib.TOMLDecodeError as e:
         raise PatternError(f"not valid TOML: {e}", path=str(path)) from e
-    unknown = set(data) - {"header", "rules"}
+    unknown = set(data) - {"header", "unwrap", "rules"}
     if unknown:
         raise PatternError(f"unknown top-level keys {sorted(unknown)}", path=str(path))
     header_expr = data.get("header", "")
     expressions = [header_expr] if isinstance(header_expr, str) else header_expr
     if not (isinstance(expressions, list) and all(isinstance(e, str) for e in expressions)):
         raise PatternError("`header` must be a grok expression or a list of them", path=str(path))
-    headers = [library.compile(form, origin=f"{path} header {number}")
+    headers = [library.compile(_anchored(form, library), origin=f"{path} header {number}")
                for number, form in enumerate(header_forms([e for e in expressions if e], library), start=1)]
+    unwrap_exprs = data.get("unwrap", [])
+    if not (isinstance(unwrap_exprs, list) and all(isinstance(e, str) and e for e in unwrap_exprs)):
+        raise PatternError("`unwrap` must be a list of grok expressions", path=str(path))
+    unwrap = [(literal_prefix(_expanded_start(e, library)),
+               library.compile(_anchored(e, library), origin=f"{path} unwrap {number}"))
+              for number, e in enumerate(unwrap_exprs, start=1)]
     rules = []
     for number, raw in enumerate(data.get("rules", []), start=1):
         name = str(raw.get("name", f"#{number}"))
@@ -234,4 +246,20 @@ def load_rules(path: Path, library: PatternLibrary) -> RuleSet:
             required="" if prefix else required_literal(raw["match"]),
             write=grok.writer(constants, tuple(raw.get("tags", ()))),
         ))
-    return RuleSet(str(path), headers, rules)
+    return RuleSet(str(path), headers, rules, unwrap)
+
+
+def _expanded_start(expression: str, library: PatternLibrary) -> str:
+    """The expression, or the definition of the pattern it only references (to see how it starts)."""
+    m = _SINGLE_REFERENCE.match(expression.strip())
+    body = library.definition(m.group(1)) if m else None
+    return body if body is not None else expression
+
+
+def _anchored(expression: str, library: PatternLibrary) -> str:
+    """``^%{NAME}`` for a reference to an anchored pattern: the regex module only skips other start
+    positions when the anchor is outside the group a reference expands to (a line no form matches
+    would otherwise be tried at every position)."""
+    if not expression.startswith("^") and _expanded_start(expression, library).startswith("^"):
+        return "^" + expression
+    return expression

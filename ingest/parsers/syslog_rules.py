@@ -41,7 +41,8 @@ class RulesParser(Parser):
         doc = self.base_document(line)
         body = line
         program: str | None = None
-        headers = self.rules.headers
+        rules = self.rules
+        headers = rules.headers
         if headers:
             for header in headers:
                 m = header.search(line)
@@ -54,12 +55,16 @@ class RulesParser(Parser):
                 return doc
             header.apply(m, doc)
             meta = doc.get("@metadata")
-            named = meta.pop("body", None) if meta is not None else None
-            body = named if named is not None else line[m.end():]
+            if meta is not None and "body" in meta:
+                body = meta.pop("body")
+            else:
+                body = line[m.end():]
             process = doc.get("process")
             if process is not None:
                 program = process.get("name")
-        for rule in self.rules.candidates(program):
+        if rules.unwrap:
+            body = self._unwrap(body, doc)
+        for rule in rules.candidates(program):
             if rule.prefix:
                 if not body.startswith(rule.prefix):
                     continue
@@ -74,11 +79,24 @@ class RulesParser(Parser):
             add_tag(doc, PARSE_FAILURE_TAG)
         meta = doc.pop("@metadata", None)
         self._timestamp(doc, meta, ctx)
-        log = doc.get("log")
-        if log is not None or (meta is not None and "structured_data" in meta):
+        if "log" in doc or (meta is not None and "structured_data" in meta):
             syslog_fields.complete(doc.setdefault("log", {}), meta.get("structured_data") if meta else None)
         self.finish(doc, ctx)
         return doc
+
+    def _unwrap(self, body: str, doc: dict[str, Any]) -> str:
+        """The first ``unwrap`` form that matches the message adds its fields and may name a new body."""
+        for start, form in self.rules.unwrap:
+            if start and not body.startswith(start):
+                continue
+            m = form.search(body)
+            if m is not None:
+                form.apply(m, doc)
+                meta = doc.get("@metadata")
+                if meta is not None and "body" in meta:
+                    return str(meta.pop("body"))
+                break
+        return body
 
     def _timestamp(self, doc: dict[str, Any], meta: dict[str, Any] | None, ctx: LineContext) -> None:
         text = meta.get("timestamp") if meta else None
