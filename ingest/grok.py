@@ -218,6 +218,11 @@ class Grok:
 
     __slots__ = ("expression", "_regex", "search", "apply", "_fields")
 
+    @property
+    def fields(self) -> list[tuple[int, tuple[str, ...], Callable[[str], Any] | None]]:
+        """(group index, field path, conversion) of every capture, in group order."""
+        return self._fields
+
     def __init__(self, expression: str, compiled: Any, captures: dict[str, Capture]) -> None:
         self.expression = expression
         self._regex = compiled

@@ -34,6 +34,9 @@ class RulesParser(Parser):
         self.resources = resources
         self.rules = resources.rules(self.kind)
         self.clock = resources.clock
+        #: per header form: its search, its writer, and whether it can name the body
+        self._headers = [(h.search, h.apply, any(f[1] == ("@metadata", "body") for f in h.fields))
+                         for h in self.rules.headers]
         self._related = related_writer({"user": self.related_users, "ip": self.related_ips,
                                         "hosts": (("host", "hostname"),)})
 
@@ -42,10 +45,10 @@ class RulesParser(Parser):
         body = line
         program: str | None = None
         rules = self.rules
-        headers = rules.headers
+        headers = self._headers
         if headers:
-            for header in headers:
-                m = header.search(line)
+            for search, apply, names_body in headers:  # noqa: B007 (the matching form is used after the loop)
+                m = search(line)
                 if m is not None:
                     break
             else:
@@ -53,11 +56,13 @@ class RulesParser(Parser):
                 add_tag(doc, DATE_FAILURE_TAG)  # no header form: no time could be read either
                 doc["@timestamp"] = format_timestamp(ctx.now)
                 return doc
-            header.apply(m, doc)
-            meta = doc.get("@metadata")
-            if meta is not None and "body" in meta:
-                body = meta.pop("body")
-            else:
+            apply(m, doc)
+            body = None
+            if names_body:
+                meta = doc.get("@metadata")
+                if meta is not None:
+                    body = meta.pop("body", None)
+            if body is None:
                 body = line[m.end():]
             process = doc.get("process")
             if process is not None:
