@@ -57,13 +57,12 @@ class RulesParser(Parser):
                 doc["@timestamp"] = format_timestamp(ctx.now)
                 return doc
             apply(m, doc)
-            body = None
+            named: str | None = None
             if names_body:
                 meta = doc.get("@metadata")
                 if meta is not None:
-                    body = meta.pop("body", None)
-            if body is None:
-                body = line[m.end():]
+                    named = meta.pop("body", None)
+            body = named if named is not None else line[m.end():]
             process = doc.get("process")
             if process is not None:
                 program = process.get("name")
