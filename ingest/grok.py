@@ -121,6 +121,11 @@ class PatternLibrary:
     def __contains__(self, name: str) -> bool:
         return name in self._definitions
 
+    def definition(self, name: str) -> str | None:
+        """The regex of pattern ``name`` as written in its file (None if there is no such pattern)."""
+        d = self._definitions.get(name)
+        return d.regex if d is not None else None
+
     def _new_group(self, reference: str, type_name: str | None, *, where: str) -> str:
         convert = None
         if type_name:
@@ -212,6 +217,11 @@ class Grok:
     """
 
     __slots__ = ("expression", "_regex", "search", "apply", "_fields")
+
+    @property
+    def fields(self) -> list[tuple[int, tuple[str, ...], Callable[[str], Any] | None]]:
+        """(group index, field path, conversion) of every capture, in group order."""
+        return self._fields
 
     def __init__(self, expression: str, compiled: Any, captures: dict[str, Capture]) -> None:
         self.expression = expression

@@ -10,12 +10,31 @@ midnight (a host whose clock runs ahead) goes to next year.
 
 The zone for timestamps without one comes from configuration (per host, default UTC).
 RFC 3339 / ISO 8601 timestamps (``2024-05-17T16:02:03.412271+00:00``) carry their own.
+
+The forms :meth:`SyslogClock.parse` reads, told apart by their first characters:
+
+- classic ``Dec  2 10:00:00`` / ``Dec 02 10:00:00.123456`` (rsyslog traditional, syslog-ng ``bsd``,
+  busybox, journald forwarding, ``journalctl -o short[-precise]``): year inferred as above;
+- ISO 8601 ``2024-12-02T10:00:00.123456+01:00``, ``+0100``, ``Z`` or no zone, ``T`` or a space
+  (rsyslog high precision, RFC 5424, syslog-ng ``iso``, ``journalctl -o short-iso[-precise]``,
+  OpenVPN 2.5+'s own log ``2024-12-15 14:11:26``);
+- ``ctime`` ``Sun Dec 15 14:11:26 2024`` (OpenVPN 2.4's own log, OpenWrt ``logread``);
+- ``journalctl -o short-full`` ``Mon 2024-12-02 10:00:00 CET``: ``UTC``/``GMT`` and numeric zones
+  (``+03``, ``-0530``) are read, other abbreviations are ambiguous (``IST``, ``CST``...) and the
+  configured zone of the host is used;
+- syslog-ng ``full`` ``2024 Dec  2 10:00:00``;
+- seconds since the epoch ``1733130000.123456`` (``journalctl -o short-unix``, syslog-ng ``unix``,
+  OpenVPN ``--machine-readable-output``).
+
+OpenVPN at ``--verb 4`` and above appends `` us=N`` (microseconds, not zero-padded) to its time.
+Anything else (``journalctl -o short-monotonic``'s ``[ 1234.567890]``, ``Dec 32 ...``) is ``None``.
 """
 
 from __future__ import annotations
 
 import calendar
-from datetime import UTC, datetime, timedelta, tzinfo
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
 from ingest.document import format_timestamp
@@ -33,8 +52,6 @@ def zone(name: str) -> tzinfo:
     if name[:1] in "+-" and ":" in name:
         sign = 1 if name[0] == "+" else -1
         hours, minutes = name[1:].split(":")
-        from datetime import timezone
-
         return timezone(sign * timedelta(hours=int(hours), minutes=int(minutes)))
     try:
         return ZoneInfo(name)
@@ -54,9 +71,21 @@ class SyslogClock:
         self._resolved: dict[tuple[str, tzinfo], tuple[datetime, datetime, tuple[datetime, str]]] = {}
 
     def parse(self, text: str, reference: datetime, tz: tzinfo) -> tuple[datetime, str] | None:
-        """Either form; ``None`` if ``text`` is not a timestamp we understand."""
+        """Any of the forms above; ``None`` if ``text`` is not a timestamp we understand."""
         if text[:1].isdigit():
-            return self.parse_iso(text, tz)
+            fifth = text[4:5]
+            if fifth == "-":
+                return self.parse_iso(text, tz)
+            if fifth == " ":
+                return self._other(text, tz, _full)
+            return self._other(text, tz, _unix)
+        known = self._resolved.get((text, tz))  # classic lines of a recent second: the common case
+        if known is not None and known[0] <= reference < known[1]:
+            return known[2]
+        if text[4:5].isalpha():
+            return self._other(text, tz, _ctime)
+        if text[8:9] == "-":
+            return self._other(text, tz, _short_full)
         return self.parse_classic(text, reference, tz)
 
     def parse_iso(self, text: str, tz: tzinfo) -> tuple[datetime, str] | None:
@@ -64,14 +93,34 @@ class SyslogClock:
         hit = self._iso.get(key, False)
         if hit is not False:
             return hit  # type: ignore[return-value]
+        iso, _, usec = text.partition(" us=")
         try:
-            ts = datetime.fromisoformat(text)
+            ts = datetime.fromisoformat(iso)
+            if usec:
+                ts = ts.replace(microsecond=_openvpn_usec(usec))
         except ValueError:
             result = None
         else:
             if ts.tzinfo is None:
                 ts = ts.replace(tzinfo=tz)
             result = (ts, format_timestamp(ts))
+        if len(self._iso) > _CACHE_LIMIT:
+            self._iso.clear()
+        self._iso[key] = result
+        return result
+
+    def _other(self, text: str, tz: tzinfo,
+               read: Callable[[str, tzinfo], datetime | None]) -> tuple[datetime, str] | None:
+        """The forms that carry a year (ctime, short-full, syslog-ng full, epoch), cached by text."""
+        key = (text, tz)
+        hit = self._iso.get(key, False)
+        if hit is not False:
+            return hit  # type: ignore[return-value]
+        try:
+            ts = read(text, tz)
+        except (ValueError, OverflowError, OSError):
+            ts = None
+        result = (ts, format_timestamp(ts)) if ts is not None else None
         if len(self._iso) > _CACHE_LIMIT:
             self._iso.clear()
         self._iso[key] = result
@@ -149,3 +198,72 @@ class SyslogClock:
             if candidate is not None:
                 return chosen - self.tolerance, candidate[0] - self.tolerance
         return None
+
+
+_WEEKDAYS = frozenset(calendar.day_abbr)
+_UTC_NAMES = frozenset({"UTC", "GMT", "Z", "UT"})
+
+
+def _openvpn_usec(text: str) -> int:
+    """OpenVPN's `` us=N``: microseconds as a plain integer (``us=5301`` is .005301 s)."""
+    usec = int(text)
+    if not 0 <= usec < 1_000_000:
+        raise ValueError(f"microseconds out of range: {text!r}")
+    return usec
+
+
+def _clock(text: str) -> tuple[int, int, int, int]:
+    """``HH:MM:SS[.frac]`` to hours, minutes, seconds, microseconds (a leap second becomes :59)."""
+    clock, _, frac = text.partition(".")
+    hh, mm, ss = (int(x) for x in clock.split(":"))
+    if not (hh < 24 and mm < 60 and ss < 61):
+        raise ValueError(f"not a time of day: {text!r}")
+    return hh, mm, min(ss, 59), int((frac + "000000")[:6]) if frac else 0
+
+
+def _ctime(text: str, tz: tzinfo) -> datetime | None:
+    """``Sun Dec 15 14:11:26 2024`` (C ``ctime()``), optionally followed by OpenVPN's `` us=N``."""
+    main, _, usec = text.partition(" us=")
+    parts = main.split()
+    if len(parts) != 5 or parts[0] not in _WEEKDAYS or parts[1] not in _MONTHS:
+        return None
+    hh, mm, ss, micro = _clock(parts[3])
+    if usec:
+        micro = _openvpn_usec(usec)
+    return datetime(int(parts[4]), _MONTHS[parts[1]], int(parts[2]), hh, mm, ss, micro, tzinfo=tz)
+
+
+def _short_full(text: str, tz: tzinfo) -> datetime | None:
+    """``journalctl -o short-full``: ``Mon 2024-12-02 10:00:00 CET`` (weekday, date, time, zone)."""
+    parts = text.split()
+    if len(parts) != 4 or parts[0] not in _WEEKDAYS:
+        return None
+    day = datetime.fromisoformat(f"{parts[1]}T{parts[2]}")
+    name = parts[3]
+    if name.upper() in _UTC_NAMES:
+        zone_: tzinfo = UTC
+    elif name[:1] in "+-" and name[1:].replace(":", "").isdigit():  # glibc's %Z for zones without a name
+        digits = name[1:].replace(":", "")
+        hours, minutes = int(digits[:2]), int(digits[2:4] or 0)
+        zone_ = timezone((1 if name[0] == "+" else -1) * timedelta(hours=hours, minutes=minutes))
+    else:
+        zone_ = tz  # CET, EST, IST...: ambiguous abbreviations, the host's configured zone decides
+    return day.replace(tzinfo=zone_)
+
+
+def _full(text: str, tz: tzinfo) -> datetime | None:
+    """syslog-ng ``ts-format(full)``: ``2024 Dec  2 10:00:00[.frac]``."""
+    parts = text.split()
+    if len(parts) != 4 or parts[1] not in _MONTHS:
+        return None
+    hh, mm, ss, micro = _clock(parts[3])
+    return datetime(int(parts[0]), _MONTHS[parts[1]], int(parts[2]), hh, mm, ss, micro, tzinfo=tz)
+
+
+def _unix(text: str, tz: tzinfo) -> datetime | None:
+    """Seconds since the epoch with an optional fraction; implausible values (before 2000) are None."""
+    seconds, _, frac = text.strip().partition(".")
+    if not seconds.isdigit() or (frac and not frac.isdigit()) or not 946_684_800 <= int(seconds) < 32_503_680_000:
+        return None
+    micro = int((frac + "000000")[:6]) if frac else 0
+    return datetime.fromtimestamp(int(seconds), UTC).replace(microsecond=micro)

@@ -94,3 +94,66 @@ def test_cached_answers_equal_fresh_ones_across_years_and_zones() -> None:
             for text in texts:
                 assert shared.parse(text, reference, UTC) == SyslogClock().parse(text, reference, UTC)
     assert checked == 4 * 300 * len(texts) * len(zones)
+
+
+# --- the other writers' forms ----------------------------------------------------------------------
+def test_journalctl_and_busybox_classic_forms_infer_the_year_too() -> None:
+    january = datetime(2025, 1, 2, tzinfo=UTC)
+    assert at("Dec 02 10:00:00", january) == "2024-12-02T10:00:00.000000Z"           # journalctl -o short
+    assert at("Dec 02 10:00:00.123456", january) == "2024-12-02T10:00:00.123456Z"    # short-precise
+    assert at("Dec  2 10:00:00.123", january) == "2024-12-02T10:00:00.123000Z"       # busybox precise
+    assert at("Jan  1 23:59:00.5", january) == "2025-01-01T23:59:00.500000Z"
+    assert at("Dec 02 10:00:00", january, zone("America/New_York")) == "2024-12-02T15:00:00.000000Z"
+
+
+def test_iso_variants_of_journalctl_syslog_ng_and_openvpn() -> None:
+    ref = datetime(2030, 1, 1, tzinfo=UTC)
+    assert at("2024-12-02T10:00:00+0100", ref) == "2024-12-02T09:00:00.000000Z"      # short-iso before systemd 249
+    assert at("2024-12-02T10:00:00,123+01:00", ref) == "2024-12-02T09:00:00.123000Z"
+    assert at("2022-04-29T10:51:22+0530", ref) == "2022-04-29T05:21:22.000000Z"      # Access Server
+    # OpenVPN 2.5+'s own log: no zone (the host's), " us=N" microseconds not zero-padded
+    assert at("2024-12-15 14:11:26", ref, zone("Europe/Ljubljana")) == "2024-12-15T13:11:26.000000Z"
+    assert at("2024-12-15 14:11:26 us=5301", ref) == "2024-12-15T14:11:26.005301Z"
+    assert at("2024-12-15 14:11:26 us=732652", ref) == "2024-12-15T14:11:26.732652Z"
+
+
+def test_ctime_of_openvpn_2_4_and_openwrt() -> None:
+    ref = datetime(2030, 1, 1, tzinfo=UTC)
+    assert at("Sun Dec 15 14:11:26 2024", ref) == "2024-12-15T14:11:26.000000Z"
+    assert at("Sun Dec  1 09:01:02 2024", ref, zone("Europe/Ljubljana")) == "2024-12-01T08:01:02.000000Z"
+    assert at("Sun Dec 15 14:11:26 2024 us=12", ref) == "2024-12-15T14:11:26.000012Z"
+    assert at("Sat Aug  5 11:37:27 2023", ref, zone("+02:00")) == "2023-08-05T09:37:27.000000Z"
+
+
+def test_short_full_reads_utc_and_numeric_zones_and_uses_the_host_zone_for_names() -> None:
+    ref = datetime(2030, 1, 1, tzinfo=UTC)
+    ljubljana = zone("Europe/Ljubljana")
+    assert at("Mon 2024-12-02 10:00:00 UTC", ref, ljubljana) == "2024-12-02T10:00:00.000000Z"
+    assert at("Mon 2024-12-02 10:00:00 +03", ref, ljubljana) == "2024-12-02T07:00:00.000000Z"
+    assert at("Mon 2024-12-02 10:00:00 -0530", ref) == "2024-12-02T15:30:00.000000Z"
+    assert at("Mon 2024-12-02 10:00:00 CET", ref, ljubljana) == "2024-12-02T09:00:00.000000Z"
+    assert at("Mon 2024-07-01 10:00:00 CEST", ref, ljubljana) == "2024-07-01T08:00:00.000000Z"
+
+
+def test_syslog_ng_full_and_epoch_seconds() -> None:
+    ref = datetime(2030, 1, 1, tzinfo=UTC)
+    assert at("2024 Dec  2 10:00:00", ref, zone("+01:00")) == "2024-12-02T09:00:00.000000Z"
+    assert at("2024 Dec  2 10:00:00.250", ref) == "2024-12-02T10:00:00.250000Z"
+    # epoch seconds carry no zone question at all
+    assert at("1733133600.123456", ref, zone("Europe/Ljubljana")) == "2024-12-02T10:00:00.123456Z"
+    assert at("1733133600", ref) == "2024-12-02T10:00:00.000000Z"
+
+
+@pytest.mark.parametrize("text", [
+    "[ 1234.567890]",                  # journalctl -o short-monotonic: time since boot
+    "[ 1234.567890 <    0.000012>]",   # short-delta
+    "Sun Dec 32 14:11:26 2024",
+    "Dec 15 14:11:26 2024 extra",
+    "Xyz 2024-12-02 10:00:00 UTC",
+    "2024-12-15 14:11:26 us=1000000",  # not a microsecond count
+    "12345.678",                       # 1970: not a log line's time
+    "2024 Foo  2 10:00:00",
+    "Dec  2 25:00:00",
+])
+def test_unreadable_forms_are_none(text: str) -> None:
+    assert SyslogClock().parse(text, datetime(2024, 12, 31, tzinfo=UTC), UTC) is None

@@ -1,13 +1,24 @@
 """Rule files: which grok expressions to try for which program, and what to add on a match.
 
-``patterns/<kind>.rules.toml`` holds a ``header`` grok expression (empty: no syslog header) and an
-ordered list of ``[[rules]]`` with ``name``, optional ``programs``, ``match`` (grok), ``set``
+``patterns/<kind>.rules.toml`` holds a ``header``: one grok expression or a list of them, the forms a
+line may start with (tried in order, the first that matches splits the line; empty: no header) and
+an ordered list of ``[[rules]]`` with ``name``, optional ``programs``, ``match`` (grok), ``set``
 (constant fields, dotted names) and ``tags``. Keeping them in files means a new line shape is a
 pattern change, not a code change.
+
+``unwrap`` (optional) lists expressions tried on the message after the header: the first that
+matches adds its fields and may name the text the rules get instead (``[@metadata][body]``), for
+messages that quote another program's line (Access Server quoting OpenVPN's).
+
+A header entry that is one pattern reference whose definition is an alternation of anchored
+pattern references (``SYSLOG_HEADER (?:%{SYSLOG_HEADER_BSD}|%{SYSLOG_HEADER_5424}|...)``) is tried
+one alternative at a time: the same first match, but each form's writer fetches only its own
+captures (the common form stays as cheap as a single expression).
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +40,8 @@ class Rule:
     write: Callable[[Any, dict[str, Any]], None]
     #: literal text every match starts with ('' if none): lines without it skip the regex
     prefix: str = ""
+    #: literal text every match contains, when there is no ``prefix`` ('' if none): lines without it skip
+    required: str = ""
 
 
 _META = set("\\[](){}.*+?|^$%")
@@ -48,13 +61,131 @@ def literal_prefix(expression: str) -> str:
     return "".join(out)
 
 
+_ESCAPED_LITERAL = set("[](){}.*+?|^$\\/-:'\" #%<>=,;@!&~")
+
+
+def required_literal(expression: str) -> str:
+    """The longest literal text any match of ``expression`` must contain ('' if none is certain).
+
+    Only text at the top level of the expression counts: groups (anything in parentheses, including
+    a pattern reference's expansion), character classes and the characters a quantifier applies to
+    are skipped, and a top-level alternation means nothing is certain. So ``^%{VPN_PEER} MULTI:
+    Learn: (?:...)`` requires ``" MULTI: Learn: "``.
+    """
+    if "(?i" in expression or "(?x" in expression:
+        return ""  # flags change what a literal means
+    runs: list[str] = []
+    run: list[str] = []
+    i, n = 0, len(expression)
+
+    def close() -> None:
+        if run:
+            runs.append("".join(run))
+            run.clear()
+
+    while i < n:
+        ch = expression[i]
+        if ch == "%" and expression.startswith("%{", i):
+            end = expression.find("}", i)
+            if end < 0:
+                return ""
+            close()
+            i = end + 1
+        elif ch == "(":
+            close()
+            depth, i = 1, i + 1
+            while i < n and depth:
+                c = expression[i]
+                if c == "\\":
+                    i += 1
+                elif c == "[":
+                    i = _class_end(expression, i)
+                elif c == "(":
+                    depth += 1
+                elif c == ")":
+                    depth -= 1
+                i += 1
+        elif ch == "[":
+            close()
+            i = _class_end(expression, i) + 1
+        elif ch == "|":
+            return ""
+        elif ch in "?*{":
+            if run:
+                run.pop()  # the quantified character is optional
+            close()
+            if ch == "{":
+                end = expression.find("}", i)
+                i = end + 1 if end > 0 else n
+            else:
+                i += 1
+        elif ch == "+":
+            close()  # the character is required once: the run ends with it
+            i += 1
+        elif ch in "^$.":
+            close()
+            i += 1
+        elif ch == "\\":
+            nxt = expression[i + 1:i + 2]
+            if nxt and nxt in _ESCAPED_LITERAL:
+                run.append(nxt)
+                i += 2
+            else:  # a class (\\s, \\d...), an anchor or a code point: no literal text to rely on
+                close()
+                i += {"x": 4, "u": 6, "U": 10}.get(nxt, 2)
+        else:
+            run.append(ch)
+            i += 1
+    close()
+    return max(runs, key=len, default="")
+
+
+def _class_end(expression: str, start: int) -> int:
+    """Index of the ``]`` closing the character class that opens at ``start``."""
+    i = start + 1
+    if expression[i:i + 1] == "^":
+        i += 1
+    if expression[i:i + 1] == "]":
+        i += 1
+    while i < len(expression) and expression[i] != "]":
+        if expression[i] == "\\":
+            i += 1
+        i += 1
+    return i
+
+
+_SINGLE_REFERENCE = re.compile(r"^%\{(\w+)\}$")
+_ALTERNATIVES = re.compile(r"^\(\?:((?:%\{\w+\}\|)+%\{\w+\})\)$")
+
+
+def header_forms(expressions: list[str], library: PatternLibrary) -> list[str]:
+    """The header expressions to try in order: a reference to an alternation of references is split."""
+    forms: list[str] = []
+    for expression in expressions:
+        m = _SINGLE_REFERENCE.match(expression.strip())
+        body = library.definition(m.group(1)) if m else None
+        alternation = _ALTERNATIVES.match(body) if body else None
+        if alternation is None:
+            forms.append(expression)
+            continue
+        names = re.findall(r"%\{(\w+)\}", alternation.group(1))
+        if all((library.definition(name) or "").startswith("^") for name in names):
+            forms.extend(header_forms([f"%{{{name}}}" for name in names], library))
+        else:
+            forms.append(expression)
+    return forms
+
+
 @dataclass(slots=True)
 class RuleSet:
     """The rules of one kind, with the per-program candidate lists computed on first use."""
 
     path: str
-    header: Grok | None
+    #: the header forms, tried in order (empty: the lines have no header)
+    headers: list[Grok]
     rules: list[Rule]
+    #: forms tried on the message after the header (first match), with their literal start ('' if none)
+    unwrap: list[tuple[str, Grok]] = field(default_factory=list)
     _by_program: dict[str, list[Rule]] = field(default_factory=dict)
 
     def candidates(self, program: str | None) -> list[Rule]:
@@ -74,11 +205,21 @@ def load_rules(path: Path, library: PatternLibrary) -> RuleSet:
         raise PatternError(f"cannot read rules file: {e}", path=str(path)) from e
     except tomllib.TOMLDecodeError as e:
         raise PatternError(f"not valid TOML: {e}", path=str(path)) from e
-    unknown = set(data) - {"header", "rules"}
+    unknown = set(data) - {"header", "unwrap", "rules"}
     if unknown:
         raise PatternError(f"unknown top-level keys {sorted(unknown)}", path=str(path))
     header_expr = data.get("header", "")
-    header = library.compile(header_expr, origin=f"{path} header") if header_expr else None
+    expressions = [header_expr] if isinstance(header_expr, str) else header_expr
+    if not (isinstance(expressions, list) and all(isinstance(e, str) for e in expressions)):
+        raise PatternError("`header` must be a grok expression or a list of them", path=str(path))
+    headers = [library.compile(_anchored(form, library), origin=f"{path} header {number}")
+               for number, form in enumerate(header_forms([e for e in expressions if e], library), start=1)]
+    unwrap_exprs = data.get("unwrap", [])
+    if not (isinstance(unwrap_exprs, list) and all(isinstance(e, str) and e for e in unwrap_exprs)):
+        raise PatternError("`unwrap` must be a list of grok expressions", path=str(path))
+    unwrap = [(literal_prefix(_expanded_start(e, library)),
+               library.compile(_anchored(e, library), origin=f"{path} unwrap {number}"))
+              for number, e in enumerate(unwrap_exprs, start=1)]
     rules = []
     for number, raw in enumerate(data.get("rules", []), start=1):
         name = str(raw.get("name", f"#{number}"))
@@ -96,11 +237,29 @@ def load_rules(path: Path, library: PatternLibrary) -> RuleSet:
             raise PatternError("`set` must be a table of dotted field names to values", path=origin)
         grok = library.compile(raw["match"], origin=origin)
         constants = tuple((tuple(k.split(".")), v) for k, v in set_fields.items())
+        prefix = literal_prefix(raw["match"])
         rules.append(Rule(
             name=name,
             grok=grok,
             programs=frozenset(p.lower() for p in programs) if programs is not None else None,
-            prefix=literal_prefix(raw["match"]),
+            prefix=prefix,
+            required="" if prefix else required_literal(raw["match"]),
             write=grok.writer(constants, tuple(raw.get("tags", ()))),
         ))
-    return RuleSet(str(path), header, rules)
+    return RuleSet(str(path), headers, rules, unwrap)
+
+
+def _expanded_start(expression: str, library: PatternLibrary) -> str:
+    """The expression, or the definition of the pattern it only references (to see how it starts)."""
+    m = _SINGLE_REFERENCE.match(expression.strip())
+    body = library.definition(m.group(1)) if m else None
+    return body if body is not None else expression
+
+
+def _anchored(expression: str, library: PatternLibrary) -> str:
+    """``^%{NAME}`` for a reference to an anchored pattern: the regex module only skips other start
+    positions when the anchor is outside the group a reference expands to (a line no form matches
+    would otherwise be tried at every position)."""
+    if not expression.startswith("^") and _expanded_start(expression, library).startswith("^"):
+        return "^" + expression
+    return expression

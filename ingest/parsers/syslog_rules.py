@@ -1,7 +1,14 @@
 """Parsers driven by rule files: auth, commands, openvpn and shell.
 
-Each line: split the syslog header once (timestamp, host, program, pid), then try only the rules
-of that program on the rest of the line (first match wins), then add the kind's derived fields.
+Each line: split the header once with the first of the kind's header forms that matches
+(timestamp, host, program, pid...), then try only the rules of that program on the rest of the line
+(or on the ``[@metadata][body]`` the header names, e.g. the text of rsyslog's ``message repeated N
+times: [...]``), first match wins, then add the kind's derived fields.
+
+Time: a header's ``[@metadata][timestamp]`` becomes ``@timestamp``; a timestamp that cannot be
+read, and a line no header form matches, get ``_dateparsefailure`` and the time the line was read; a
+header form without a timestamp (OpenVPN's ``--suppress-timestamps``, RFC 5424's ``-``) takes the
+read time without a tag: there was no time to read.
 """
 
 from __future__ import annotations
@@ -9,8 +16,11 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from ingest.document import add_tag, format_timestamp, related_writer
+from ingest.parsers import syslog_fields
 from ingest.parsers.base import PARSE_FAILURE_TAG, LineContext, Parser, register
 from ingest.parsers.resources import ParserResources
+
+DATE_FAILURE_TAG = "_dateparsefailure"
 
 
 class RulesParser(Parser):
@@ -24,6 +34,9 @@ class RulesParser(Parser):
         self.resources = resources
         self.rules = resources.rules(self.kind)
         self.clock = resources.clock
+        #: per header form: its search, its writer, and whether it can name the body
+        self._headers = [(h.search, h.apply, any(f[1] == ("@metadata", "body") for f in h.fields))
+                         for h in self.rules.headers]
         self._related = related_writer({"user": self.related_users, "ip": self.related_ips,
                                         "hosts": (("host", "hostname"),)})
 
@@ -31,18 +44,35 @@ class RulesParser(Parser):
         doc = self.base_document(line)
         body = line
         program: str | None = None
-        header = self.rules.header
-        if header is not None:
-            m = header.search(line)
-            if m is None:
+        rules = self.rules
+        headers = self._headers
+        if headers:
+            for search, apply, names_body in headers:  # noqa: B007 (the matching form is used after the loop)
+                m = search(line)
+                if m is not None:
+                    break
+            else:
                 add_tag(doc, PARSE_FAILURE_TAG)
+                add_tag(doc, DATE_FAILURE_TAG)  # no header form: no time could be read either
                 doc["@timestamp"] = format_timestamp(ctx.now)
                 return doc
-            header.apply(m, doc)
-            body = line[m.end():]
-            program = doc["process"]["name"]
-        for rule in self.rules.candidates(program):
-            if rule.prefix and not body.startswith(rule.prefix):
+            apply(m, doc)
+            named: str | None = None
+            if names_body:
+                meta = doc.get("@metadata")
+                if meta is not None:
+                    named = meta.pop("body", None)
+            body = named if named is not None else line[m.end():]
+            process = doc.get("process")
+            if process is not None:
+                program = process.get("name")
+        if rules.unwrap:
+            body = self._unwrap(body, doc)
+        for rule in rules.candidates(program):
+            if rule.prefix:
+                if not body.startswith(rule.prefix):
+                    continue
+            elif rule.required and rule.required not in body:
                 continue
             m = rule.grok.search(body)
             if m is None:
@@ -51,18 +81,34 @@ class RulesParser(Parser):
             break
         else:
             add_tag(doc, PARSE_FAILURE_TAG)
-        self._timestamp(doc, ctx)
+        meta = doc.pop("@metadata", None)
+        self._timestamp(doc, meta, ctx)
+        if "log" in doc or (meta is not None and "structured_data" in meta):
+            syslog_fields.complete(doc.setdefault("log", {}), meta.get("structured_data") if meta else None)
         self.finish(doc, ctx)
         return doc
 
-    def _timestamp(self, doc: dict[str, Any], ctx: LineContext) -> None:
-        meta = doc.pop("@metadata", None)
+    def _unwrap(self, body: str, doc: dict[str, Any]) -> str:
+        """The first ``unwrap`` form that matches the message adds its fields and may name a new body."""
+        for start, form in self.rules.unwrap:
+            if start and not body.startswith(start):
+                continue
+            m = form.search(body)
+            if m is not None:
+                form.apply(m, doc)
+                meta = doc.get("@metadata")
+                if meta is not None and "body" in meta:
+                    return str(meta.pop("body"))
+                break
+        return body
+
+    def _timestamp(self, doc: dict[str, Any], meta: dict[str, Any] | None, ctx: LineContext) -> None:
         text = meta.get("timestamp") if meta else None
         parsed = self.clock.parse(text, ctx.now, self.resources.zone_for(doc, ctx)) if text else None
         if parsed is None:
             doc["@timestamp"] = format_timestamp(ctx.now)
             if text:
-                add_tag(doc, "_dateparsefailure")
+                add_tag(doc, DATE_FAILURE_TAG)
         else:
             doc["@timestamp"] = parsed[1]
 

@@ -181,6 +181,8 @@ def _openvpn(doc: dict[str, Any], action: Any) -> tuple[str, Role, str] | None:
     user = _str(get_path(doc, "user.name"))
     ip = _str(get_path(doc, "source.ip"))
     port = _str(get_path(doc, "source.port"))
+    if port is None and ip is not None and ":" in ip:
+        port = "-"  # OpenVPN writes an IPv6 real address without its port, in every line of the client
     if role is None or user is None or ip is None or port is None:
         return None
     return "openvpn", role, f"openvpn|{_host(doc) or '-'}|{user}|{ip}|{port}"

@@ -67,6 +67,13 @@ FIELDS: dict[str, dict[str, Any]] = {
     "log.syslog.priority": {"type": "long"},
     "log.syslog.facility.code": {"type": "long"},
     "log.syslog.severity.code": {"type": "long"},
+    "log.syslog.facility.name": _KEYWORD,
+    "log.syslog.severity.name": _KEYWORD,
+    "log.syslog.version": {"type": "long"},
+    "log.syslog.msgid": _KEYWORD,
+    "log.syslog.procid": _KEYWORD,
+    "log.syslog.structured_data": {"type": "flattened"},  # RFC 5424 SD-ID -> PARAM -> value, as ECS
+    "log.syslog.repeated": {"type": "long"},  # rsyslog's "message repeated N times": the document stands for N
     "input.type": _KEYWORD,
     "fields.log_type": _KEYWORD,
     "fileset.name": _KEYWORD,
@@ -174,6 +181,13 @@ FIELDS: dict[str, dict[str, Any]] = {
     "auditd.log.items": _KEYWORD,
     # --- OpenVPN and Teleport ---------------------------------------------------------------------
     "openvpn.virtual_ip": {"type": "ip"},
+    "openvpn.virtual_ipv6": {"type": "ip"},
+    "tls.version": _KEYWORD,
+    "tls.version_protocol": _KEYWORD,
+    "tls.cipher": _KEYWORD,
+    "tls.client.x509.subject.distinguished_name": _KEYWORD,
+    "tls.client.x509.serial_number": _KEYWORD,
+    "service.version": _KEYWORD,
     "teleport.sid": _KEYWORD,
     "teleport.login": _KEYWORD,
     "teleport.server_id": _KEYWORD,

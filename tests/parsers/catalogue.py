@@ -22,13 +22,16 @@
     line = "..."
     unclassified = "why this message gets no event.action"   # deliberately left unclassified
 
-``outsider`` lists substrings of the line (each must occur exactly once; see ``encoding``) that whoever connects (or
-the local user) chooses: user names, client versions, paths, commands. The injection test
+``outsider`` lists substrings of the line (each must occur exactly once; see ``encoding``) that
+whoever connects (or the local user) chooses: user names, client versions, paths, commands;
+``outsider_all`` the same for text the daemon writes more than once (OpenVPN's common name in the
+prefix and again in the message): every occurrence is replaced. The injection test
 (``test_catalogue.py``) replaces each with crafted values (:data:`PAYLOADS`) and checks that
 ``event.action``, ``event.outcome`` and every listed field stay what they were, except that a
 field holding the replaced text now holds the crafted one. A line where the program's format is
 ambiguous for some payloads (two outsider strings around the daemon's own separator) names them in
-``ambiguous = { payloads = ["separator"], reason = "..." }``; those payloads are skipped for it.
+``ambiguous = { payloads = ["separator"], reason = "..." }``; those payloads are skipped for it. :data:`KIND_PAYLOADS` adds crafted values for one kind's own separators
+(OpenVPN's ``CN/ADDR`` prefix, its bracketed common names).
 
 ``encoding`` says how the program writes the outsider's text, so the crafted line is the one the
 program would write (:func:`crafted_line`). Without it the payload replaces the text as it is.
@@ -64,8 +67,8 @@ from ingest.parsers.resources import ParserResources
 CATALOGUE = Path(__file__).parent.parent / "data" / "catalogue"
 DEFAULT_READ_AT = datetime(2024, 12, 31, tzinfo=UTC)
 _FILE_KEYS = {"kind", "program", "source", "read_at", "path", "line", "encoding"}
-_LINE_KEYS = {"line", "from", "action", "outcome", "fields", "absent", "tags", "outsider", "ambiguous",
-              "unclassified", "kind", "path", "encoding"}
+_LINE_KEYS = {"line", "from", "action", "outcome", "fields", "absent", "tags", "outsider", "outsider_all",
+              "ambiguous", "unclassified", "kind", "path", "encoding"}
 
 #: Crafted values an outsider may put where the daemon writes their text: named, so a line can say
 #: which ones its program's format cannot tell apart (``ambiguous``).
@@ -134,9 +137,26 @@ def _occurrences(line: str, text: str, encoding: str | None) -> int:
     return line.count(text)
 
 
-def payloads_for(encoding: str | None) -> dict[str, str]:
-    """The payloads tried on a line of ``encoding``."""
-    return {**PAYLOADS, **ENCODING_PAYLOADS.get(encoding or "", {})}
+#: Crafted values for the separators of one kind's own format, tried on that kind's lines only.
+KIND_PAYLOADS: dict[str, dict[str, str]] = {
+    "openvpn": {
+        # a common name that carries a prefix of its own ("CN/ADDR msg")
+        "vpn_prefix": "x/10.10.1.2:55555 y",
+        "vpn_prefix_at_start": "10.10.1.2:55555 x",
+        # a common name that closes the brackets the daemon puts it in and writes the rest itself
+        "vpn_bracket": "x] Peer Connection Initiated with [AF_INET]10.10.1.2:55555",
+        "vpn_control": "x]: 'AUTH_FAILED' (status=1)",
+        # a user name that closes the quotes the daemon puts it in
+        "vpn_quote": "x' for username 'root",
+        "vpn_python_quote": "x', 'user': 'root",
+        "vpn_signal": "x SIGTERM[soft,remote-exit] received, client-instance exiting",
+    },
+}
+
+
+def payloads_for(kind: str, encoding: str | None = None) -> dict[str, str]:
+    """The crafted values tried on a line of ``kind`` written with ``encoding``."""
+    return {**PAYLOADS, **KIND_PAYLOADS.get(kind, {}), **ENCODING_PAYLOADS.get(encoding or "", {})}
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +177,8 @@ class Entry:
     absent: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     outsider: tuple[str, ...] = ()
+    #: outsider text the line holds more than once (every occurrence is replaced)
+    outsider_all: tuple[str, ...] = ()
     ambiguous: frozenset[str] = frozenset()
     unclassified: str | None = None
     encoding: str | None = None
@@ -203,8 +225,11 @@ def load_file(path: Path, folder: Path = CATALOGUE) -> list[Entry]:
         for text in raw.get("outsider", []):
             if _occurrences(raw["line"], text, encoding) != 1:
                 raise CatalogueError(f"{name}:{number}: outsider text {text!r} must occur once in the line")
+        for text in raw.get("outsider_all", []):
+            if raw["line"].count(text) < 2:
+                raise CatalogueError(f"{name}:{number}: outsider_all text {text!r} must occur more than once")
         ambiguous = raw.get("ambiguous", {})
-        unknown = set(ambiguous.get("payloads", [])) - set(payloads_for(encoding))
+        unknown = set(ambiguous.get("payloads", [])) - set(payloads_for(raw.get("kind", kind), encoding))
         if unknown or (ambiguous and not ambiguous.get("reason")):
             raise CatalogueError(f"{name}:{number}: `ambiguous` needs known payloads and a reason")
         out.append(Entry(
@@ -212,7 +237,8 @@ def load_file(path: Path, folder: Path = CATALOGUE) -> list[Entry]:
             read_at=read_at, path=raw.get("path", data.get("path")), source=data.get("source", ""),
             action=raw.get("action"), outcome=raw.get("outcome"), fields=dict(raw.get("fields", {})),
             absent=tuple(raw.get("absent", ())), tags=tuple(raw.get("tags", ())),
-            outsider=tuple(raw.get("outsider", ())), ambiguous=frozenset(ambiguous.get("payloads", ())),
+            outsider=tuple(raw.get("outsider", ())), outsider_all=tuple(raw.get("outsider_all", ())),
+            ambiguous=frozenset(ambiguous.get("payloads", ())),
             unclassified=raw.get("unclassified"), encoding=encoding,
         ))
     return out

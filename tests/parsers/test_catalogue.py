@@ -42,14 +42,14 @@ def _substituted(value: Any, text: str, payload: str) -> Any:
     return value
 
 
-INJECTION_CASES = [(e, text, name) for e in ENTRIES for text in e.outsider for name in payloads_for(e.encoding)
-                   if name not in e.ambiguous]
+INJECTION_CASES = [(e, text, name) for e in ENTRIES for text in (*e.outsider, *e.outsider_all)
+                   for name in payloads_for(e.kind, e.encoding) if name not in e.ambiguous]
 
 
 @pytest.mark.parametrize(("entry", "text", "payload"), INJECTION_CASES,
                          ids=[f"{e.name}-{t[:12]}-{p}" for e, t, p in INJECTION_CASES])
 def test_outsider_text_moves_no_field(entry: Entry, text: str, payload: str, parsers: Parsers) -> None:
-    crafted = payloads_for(entry.encoding)[payload]
+    crafted = payloads_for(entry.kind, entry.encoding)[payload]
     original = parsers.parse(entry)
     line = crafted_line(entry.line, text, crafted, entry.encoding)
     doc = parsers.parse(entry, line)
