@@ -6,6 +6,7 @@ of that program on the rest of the line (first match wins), then add the kind's 
 
 from __future__ import annotations
 
+from ipaddress import IPv6Address
 from typing import Any, ClassVar
 
 from ingest.document import add_tag, format_timestamp, related_writer
@@ -89,9 +90,43 @@ class AuthParser(RulesParser):
                 fp = key["fingerprint"]
                 if fp.startswith("MD5:"):
                     key["fingerprint"] = fp[4:]
-            if "dropped_ip" in ssh:
-                doc.setdefault("source", {}).setdefault("ip", ssh["dropped_ip"])
+            dropped = ssh.get("dropped_ip")
+            if dropped is not None:
+                if ":" in dropped:
+                    address = checked_ipv6(dropped)
+                    if address is None:
+                        del ssh["dropped_ip"]
+                    else:
+                        ssh["dropped_ip"] = address
+                doc.setdefault("source", {}).setdefault("ip", dropped)
+        for end in ("source", "destination"):
+            holder = doc.get(end)
+            if type(holder) is dict:
+                ip = holder.get("ip")
+                if ip is not None and ":" in ip:
+                    address = checked_ipv6(ip)
+                    if address != ip:  # a zone id, or no address at all: keep the text, not as an ip
+                        holder["address"] = ip
+                        if address is None:
+                            del holder["ip"]
+                        else:
+                            holder["ip"] = address
         super().finish(doc, ctx)
+
+
+def checked_ipv6(text: str) -> str | None:
+    """``text`` as Elasticsearch's ``ip`` type takes it: the address without a zone id
+    (``fe80::1%eth0`` -> ``fe80::1``), or None when it is no IPv6 address at all.
+
+    The rule files match IPv6 loosely (one short pattern instead of the eight-way grok IPV6); this is
+    where a malformed one is caught, before Elasticsearch would reject the whole document.
+    """
+    address = text.partition("%")[0]
+    try:
+        IPv6Address(address)
+    except ValueError:
+        return None
+    return address
 
 
 @register

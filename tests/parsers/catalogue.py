@@ -75,6 +75,16 @@ PAYLOADS: dict[str, str] = {
     "tab": "a\tb",
     "unicode": "m\u00fcller\u2028x",
     "long": "y" * 2000,
+    # the tails of specific daemon formats, so a crafted value imitating them is tried everywhere
+    "remote_id": "invalid user x 10.10.1.2 port 55555",
+    "disconnect_reason": "x 10.10.1.2 port 55555: Too many authentication failures",
+    "cert_id": "x from 10.10.1.2 port 55555 ssh2: ED25519-CERT SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA ID y",
+    "username_change": "x 10.10.1.2 port 55555: Change of username or service not allowed: (y",
+    "pam_error": "x, Authentication failure",
+    "pam_status": "x: 0 (Success)",
+    "sudo_exit": "x ; EXIT=0",
+    "path_quote": 'x" new "y',
+    "backslash": "a\\\\b",
 }
 
 
