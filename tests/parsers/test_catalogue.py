@@ -3,11 +3,13 @@ and no text an outsider chooses can move another field (log injection)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
 from ingest.document import get_path
+from ingest.grok import read_pattern_file
 from ingest.parsers.base import PARSE_FAILURE_TAG
 from tests.parsers.catalogue import PAYLOADS, Entry, Parsers, load, problems
 
@@ -60,3 +62,55 @@ def test_outsider_text_moves_no_field(entry: Entry, text: str, payload: str, par
             continue
         want = _substituted(get_path(original, path), text, crafted)
         assert get_path(doc, path) == want, f"{path} moved: crafted line {line!r}"
+
+
+def test_there_are_injection_cases() -> None:
+    """The injection test must not pass by having nothing to try (an empty parametrization is a skip)."""
+    assert len(INJECTION_CASES) > 1000
+    assert {e.kind for e in ENTRIES if e.outsider} >= {"auth"}
+
+
+#: auth.grok building blocks that capture text an outsider chooses (user names as sent, client
+#: versions, key IDs, paths, commands, directory names)
+OUTSIDER_BLOCKS = frozenset({"OUTSIDER_TEXT", "SSH_ANY_USER", "SSH_LAST_USER", "SUDO_HEAD"})
+_REFERENCE = re.compile(r"%\{(\w+)")
+
+
+def _blocks(expression: str, definitions: dict[str, str], seen: set[str] | None = None) -> set[str]:
+    """The pattern names ``expression`` uses, directly or through other patterns."""
+    seen = set() if seen is None else seen
+    for name in _REFERENCE.findall(expression):
+        if name not in seen:
+            seen.add(name)
+            if name in definitions:
+                _blocks(definitions[name], definitions, seen)
+    return seen
+
+
+def _rule_of(parsers: Parsers, entry: Entry) -> str | None:
+    """The name of the rule that gives ``entry``'s line its document (first match, as the parser does)."""
+    rules = parsers.resources.rules(entry.kind)
+    body, program = entry.line, None
+    if rules.header is not None:
+        m = rules.header.search(entry.line)
+        if m is None:
+            return None
+        head: dict[str, Any] = {}
+        rules.header.apply(m, head)
+        body, program = entry.line[m.end():], head["process"]["name"]
+    for rule in rules.candidates(program):
+        if (not rule.prefix or body.startswith(rule.prefix)) and rule.grok.search(body):
+            return rule.name
+    return None
+
+
+def test_every_auth_rule_capturing_outsider_text_is_tried_with_crafted_values(parsers: Parsers) -> None:
+    """Each auth rule that captures outsider text must match at least one catalogue line that lists
+    outsider text, so the injection test above runs on it."""
+    definitions = {d.name: d.regex for folder in parsers.resources.folders
+                   for d in read_pattern_file(folder / "auth.grok") if (folder / "auth.grok").is_file()}
+    rules = parsers.resources.rules("auth").rules
+    wanted = {r.name for r in rules if _blocks(r.grok.expression, definitions) & OUTSIDER_BLOCKS}
+    tried = {_rule_of(parsers, e) for e in ENTRIES if e.kind == "auth" and e.outsider}
+    assert len(wanted) > 50
+    assert sorted(wanted - tried) == []
