@@ -121,6 +121,11 @@ class PatternLibrary:
     def __contains__(self, name: str) -> bool:
         return name in self._definitions
 
+    def definition(self, name: str) -> str | None:
+        """The regex of pattern ``name`` as written in its file (None if there is no such pattern)."""
+        d = self._definitions.get(name)
+        return d.regex if d is not None else None
+
     def _new_group(self, reference: str, type_name: str | None, *, where: str) -> str:
         convert = None
         if type_name:

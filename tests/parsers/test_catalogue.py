@@ -4,6 +4,7 @@ and no text an outsider chooses can move another field (log injection)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -114,3 +115,38 @@ def test_every_auth_rule_capturing_outsider_text_is_tried_with_crafted_values(pa
     tried = {_rule_of(parsers, e) for e in ENTRIES if e.kind == "auth" and e.outsider}
     assert len(wanted) > 50
     assert sorted(wanted - tried) == []
+
+
+def _first_match(parsers: Parsers, kind: str, line: str, *, use_prefix: bool) -> str | None:
+    rules = parsers.resources.rules(kind)
+    body, program = line, None
+    if rules.header is not None:
+        m = rules.header.search(line)
+        if m is None:
+            return None
+        head: dict[str, Any] = {}
+        rules.header.apply(m, head)
+        body, program = line[m.end():], head["process"]["name"]
+    for rule in rules.candidates(program):
+        if use_prefix and rule.prefix and not body.startswith(rule.prefix):
+            continue
+        if rule.grok.search(body):
+            return rule.name
+    return None
+
+
+def test_literal_prefixes_never_skip_the_rule_that_matches(parsers: Parsers) -> None:
+    """A rule skipped by its literal prefix (the pre-check before its regex) must be one whose regex
+    would not have matched: every catalogue, golden and Filebeat test line gets the same rule both ways."""
+    cases = [(e.kind, e.line) for e in ENTRIES]
+    cases += [(e.kind, e.line.replace(t, p)) for e in ENTRIES for t in e.outsider for p in PAYLOADS.values()]
+    data = Path(__file__).parent.parent / "data"
+    for log in sorted((data / "golden").glob("*/*.log")):
+        if log.parent.name in ("auth", "commands", "openvpn", "shell"):
+            cases += [(log.parent.name, line) for line in log.read_text(encoding="utf-8").splitlines()]
+    for log in sorted((data / "conformance" / "filebeat" / "system-auth").glob("*.log")):
+        cases += [("auth", line) for line in log.read_text(encoding="utf-8").splitlines()]
+    differ = [(kind, line) for kind, line in cases
+              if _first_match(parsers, kind, line, use_prefix=True) != _first_match(parsers, kind, line, use_prefix=False)]
+    assert len(cases) > 5000
+    assert differ == []
