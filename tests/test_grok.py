@@ -102,6 +102,24 @@ def test_literal_prefix_of_rules() -> None:
     assert literal_prefix("Accepted") == ""  # not anchored: it may match anywhere
 
 
+def test_literal_prefix_looks_into_references_and_named_groups() -> None:
+    from ingest.parsers.rules import literal_prefix
+
+    defs = {"PAM_SERVICE": "%{PAM_MODULE}\\(%{DATA:s}:%{WORD:t}\\)", "PAM_MODULE": "(?<[pam][module]>pam_[\\w-]+)",
+            "WORD": "\\b\\w+\\b", "WHOLE": "abc", "CHOICE": "ab|cd", "MAYBE": "(?:x )?y"}
+    assert literal_prefix("^%{PAM_SERVICE}: session", defs.get) == "pam_"
+    assert literal_prefix("^%{WHOLE} %{WORD}", defs.get) == "abc "  # a fully literal pattern continues
+    assert literal_prefix("^%{CHOICE}x", defs.get) == ""  # an alternation: either start is possible
+    assert literal_prefix("^%{MAYBE}", defs.get) == ""
+    assert literal_prefix("^%{WHOLE}?x", defs.get) == ""  # an optional reference
+    assert literal_prefix("^%{UNKNOWN}x", defs.get) == ""
+    assert literal_prefix("^(?<[a][b]>Accepted|Failed) x", defs.get) == ""
+    assert literal_prefix("^(?<[a][b]>abc)? x", defs.get) == ""
+    assert literal_prefix("^(?<[a][b]>ab[(]c)d", defs.get) == "ab"  # a class holding a paren
+    assert literal_prefix("^(?<[a][b]>-) x", defs.get) == "- x"
+    assert literal_prefix("^(?:error: )?Received", defs.get) == ""
+
+
 def test_rules_with_a_literal_start_skip_other_lines() -> None:
     from datetime import UTC, datetime
 

@@ -12,7 +12,13 @@ import orjson
 from ingest.document import get_path
 
 UNMAPPED = "SSH Key Not Mapped"
-FAILURE_ACTIONS = frozenset({"ssh_login", "authentication_failure", "vpn_auth_failed"})
+#: actions whose ``event.outcome: failure`` counts toward brute force. ``ssh_connection_closed`` is a
+#: failure only when a pre-auth connection that had named a user ends ("Connection closed by
+#: authenticating user root ... [preauth]"): key-guessing bots log nothing else at LogLevel INFO.
+FAILURE_ACTIONS = frozenset({"ssh_login", "authentication_failure", "vpn_auth_failed", "ssh_connection_closed"})
+#: at most this many failures are counted for one document (``log.syslog.repeated``); rsyslog's
+#: repeat counts stay far below it in practice (sshd repeats a line at most MaxAuthTries times)
+MAX_REPEATED = 1000
 #: Teleport's failed node authentications and cluster logins (web UI, tsh)
 TELEPORT_FAILURE_ACTIONS = frozenset({"auth", "user.login"})
 #: auditd's USER_AUTH: libpam's record of one pam_authenticate (a failed one is a wrong password)
@@ -68,6 +74,17 @@ def failure_log(doc: dict[str, Any]) -> tuple[str, str] | None:
     if not isinstance(host, str) or not host:
         return None
     return host.partition(".")[0].lower(), log
+
+
+def repeated(doc: dict[str, Any]) -> int:
+    """How many failures ``doc`` stands for: ``log.syslog.repeated`` (rsyslog's "message repeated
+    N times: [...]", parsed into its body) or 1; at least 1, at most :data:`MAX_REPEATED`."""
+    log = doc.get("log")
+    syslog = log.get("syslog") if type(log) is dict else None
+    n = syslog.get("repeated") if type(syslog) is dict else None
+    if type(n) is not int or n < 1:
+        return 1
+    return min(n, MAX_REPEATED)
 
 
 def is_ssh_success(doc: dict[str, Any]) -> bool:

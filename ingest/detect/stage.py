@@ -4,7 +4,8 @@ Rules (``rule.name``):
 
 * ``unmapped_key`` (severity 47): successful ``ssh_login`` with key owner "SSH Key Not Mapped".
 * ``brute_force`` (73): more than ``threshold`` failures from one ``source.ip`` within ``window``
-  of event time, across every host. Sliding count, aligned de-duplication: see
+  of event time, across every host. A document with ``log.syslog.repeated: N`` (rsyslog's
+  "message repeated N times: [...]") is N failures. Sliding count, aligned de-duplication: see
   :mod:`ingest.detect.store` (an epoch-aligned window alone can split a burst across a boundary;
   counting the window that ends at each failure avoids that, one alert per IP per aligned window).
 * ``new_country`` (47): successful SSH/VPN login from a ``source.geo.country_iso_code`` the
@@ -39,6 +40,7 @@ from ingest.detect.rules import (
     is_unmapped_key_login,
     is_vpn_success,
     outside,
+    repeated,
 )
 from ingest.detect.store import BruteForceHit, DetectionStore, Failure, Login, NewCountryHit
 from ingest.document import format_timestamp, get_path, parse_timestamp
@@ -109,9 +111,10 @@ class DetectionStage:
             if cfg.brute_force.enabled and isinstance(ip, str) and ip and is_failure(doc):
                 user = field(doc, "user", "name")
                 host = field(doc, "host", "hostname")
+                host = host if isinstance(host, str) else None
+                user = user if isinstance(user, str) else None
                 origin, log = failure_log(doc) or (None, None)
-                failures.append(Failure(ip, ts, key, host if isinstance(host, str) else None,
-                                        user if isinstance(user, str) else None, origin, log))
+                failures.extend(Failure(ip, ts, key, host, user, origin, log, i) for i in range(repeated(doc)))
                 by_key[key] = doc
             country = get_path(doc, "source.geo.country_iso_code")
             if cfg.new_country.enabled and isinstance(country, str) and (is_ssh_success(doc) or is_vpn_success(doc)):

@@ -9,7 +9,9 @@ Redis layout, under ``key_prefix`` (default ``audit-ingest:detect:``)::
 
     <prefix>bf:<ip>              zset   failure member -> event time (ms). A member is the JSON
                                         ``[event key, host.hostname, user.name]``, so a redelivered
-                                        event (same stable key) is not counted twice (ZADD NX).
+                                        event (same stable key) is not counted twice (ZADD NX); a
+                                        document counted N times (``log.syslog.repeated``) adds N
+                                        members, the 2nd..Nth with their index appended.
                                         Trimmed to 2 windows behind the newest event it got;
                                         PX = 2 windows + 1 h (processing time) after its last write.
     <prefix>bf:<ip>|<origin>|<log> zset  the same members, per host (``origin``) and log
@@ -77,7 +79,12 @@ class DetectionStoreUnavailable(SourceUnavailable):
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """One authentication failure to count."""
+    """One authentication failure to count.
+
+    A document that stands for several failures (rsyslog's "message repeated N times: [...]") is
+    counted as N of these, ``repeat`` 0..N-1: each is its own zset member, so the count, the trimming
+    and the redelivery check work unchanged, and a redelivered document adds nothing.
+    """
 
     ip: str
     ts_ms: int
@@ -87,8 +94,11 @@ class Failure:
     #: the host and the log ("auth" / "audit") of a failure both logs of a host report; None: always counted
     origin: str | None = None
     log: str | None = None
+    repeat: int = 0  # which of the document's repeated failures (0: the first, or the only one)
 
     def member(self) -> str:
+        if self.repeat:
+            return orjson.dumps([self.key, self.host, self.user, self.repeat]).decode()
         return orjson.dumps([self.key, self.host, self.user]).decode()
 
 
@@ -127,7 +137,7 @@ def _hit(ip: str, window: int, payload: bytes | str) -> BruteForceHit:
     members = [orjson.loads(m) for m in data["members"]]
     return BruteForceHit(
         ip=ip, window=window, ts_ms=int(data["ts"]), count=int(data["count"]),
-        keys=[m[0] for m in members],
+        keys=list(dict.fromkeys(m[0] for m in members)),  # a repeated document's members share its key
         hosts=sorted({m[1] for m in members if m[1]}),
         users=sorted({m[2] for m in members if m[2]}),
         trigger=orjson.loads(data["trigger"])[0],

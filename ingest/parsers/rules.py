@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,20 +45,107 @@ class Rule:
 
 
 _META = set("\\[](){}.*+?|^$%")
+_OPTIONAL = ("?", "*", "{")
+_REFERENCE_START = re.compile(r"%\{(\w+)(?::[^:{}]+)?(?::\w+)?\}")
+_NAMED_GROUP_START = re.compile(r"\(\?P?<(?![=!])[^>]+>")
 
 
-def literal_prefix(expression: str) -> str:
-    """The literal text an anchored (``^...``) expression must start with, for a cheap pre-check."""
+def literal_prefix(expression: str, resolve: Callable[[str], str | None] | None = None) -> str:
+    """The literal text an anchored (``^...``) expression must start with, for a cheap pre-check.
+
+    With ``resolve`` (pattern name -> its regex), a leading ``%{NAME}`` reference and named groups
+    (``(?<field>...)``) are looked into, so ``^%{PAM_SERVICE}: ...`` gets ``pam_`` from
+    ``PAM_MODULE (?<...>pam_[\\w-]+)``. Anything that could make the text optional or one of several
+    (a quantifier after it, an alternation inside) ends the prefix there: a prefix may be shorter than
+    it could be, never one a matching line lacks.
+    """
     if not expression.startswith("^"):
         return ""
-    out = []
-    for ch in expression[1:]:
+    return _prefix(expression[1:], resolve, 0)[0]
+
+
+def _prefix(text: str, resolve: Callable[[str], str | None] | None, depth: int) -> tuple[str, bool]:
+    """(literal start of ``text``, whether ``text`` is that literal and nothing more)."""
+    if _has_top_level_alternation(text):
+        return "", False
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        inner: str | None = None
+        end = i
+        if ch == "%" and resolve is not None and depth < 8:
+            m = _REFERENCE_START.match(text, i)
+            body = resolve(m.group(1)) if m else None
+            if m is None or body is None:
+                break
+            inner_text, end = body, m.end()
+        elif ch == "(":
+            m = _NAMED_GROUP_START.match(text, i)
+            close = _group_end(text, i) if m else None
+            if m is None or close is None:
+                break
+            inner_text, end = text[m.end():close], close + 1
+        else:
+            inner_text = None
+        if inner_text is not None:
+            if text[end:end + 1] in _OPTIONAL or text[end:end + 1] == "+":
+                break
+            inner, complete = _prefix(inner_text, resolve, depth + 1)
+            out.append(inner)
+            if not complete:
+                return "".join(out), False
+            i = end
+            continue
         if ch in _META:
             break
+        if text[i + 1:i + 2] in _OPTIONAL:  # this literal is optional
+            break
         out.append(ch)
-    if out and expression[1 + len(out):][:1] in ("?", "*", "{"):  # the last literal is optional
-        out.pop()
-    return "".join(out)
+        i += 1
+    else:
+        return "".join(out), True
+    return "".join(out), False
+
+
+def _scan(text: str, start: int) -> Iterator[tuple[int, str, int]]:
+    """(index, character, group depth) of the regex syntax characters of ``text`` from ``start``,
+    skipping escapes and character classes."""
+    depth = 0
+    i = start
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "[":
+            j = i + 1
+            if text[j:j + 1] == "^":
+                j += 1
+            if text[j:j + 1] == "]":
+                j += 1
+            while j < len(text) and text[j] != "]":
+                j += 2 if text[j] == "\\" else 1
+            i = j + 1
+            continue
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        yield i, ch, depth
+        i += 1
+
+
+def _group_end(text: str, start: int) -> int | None:
+    """Index of the ``)`` closing the group opened at ``start``."""
+    for i, ch, depth in _scan(text, start):
+        if ch == ")" and depth == 0:
+            return i
+    return None
+
+
+def _has_top_level_alternation(text: str) -> bool:
+    return any(ch == "|" and depth == 0 for _, ch, depth in _scan(text, 0))
 
 
 _ESCAPED_LITERAL = set("[](){}.*+?|^$\\/-:'\" #%<>=,;@!&~")
@@ -237,7 +324,7 @@ def load_rules(path: Path, library: PatternLibrary) -> RuleSet:
             raise PatternError("`set` must be a table of dotted field names to values", path=origin)
         grok = library.compile(raw["match"], origin=origin)
         constants = tuple((tuple(k.split(".")), v) for k, v in set_fields.items())
-        prefix = literal_prefix(raw["match"])
+        prefix = literal_prefix(raw["match"], library.definition)
         rules.append(Rule(
             name=name,
             grok=grok,

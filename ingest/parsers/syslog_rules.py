@@ -13,6 +13,7 @@ read time without a tag: there was no time to read.
 
 from __future__ import annotations
 
+from ipaddress import IPv6Address
 from typing import Any, ClassVar
 
 from ingest.document import add_tag, format_timestamp, related_writer
@@ -42,9 +43,36 @@ class RulesParser(Parser):
 
     def parse(self, line: str, ctx: LineContext) -> dict[str, Any]:
         doc = self.base_document(line)
+        split = self._split(line, doc)
+        if split is None:
+            add_tag(doc, PARSE_FAILURE_TAG)
+            add_tag(doc, DATE_FAILURE_TAG)  # no header form: no time could be read either
+            doc["@timestamp"] = format_timestamp(ctx.now)
+            return doc
+        found = self._match(*split)
+        if found is None:
+            add_tag(doc, PARSE_FAILURE_TAG)
+        else:
+            found[0].write(found[1], doc)
+        meta = doc.pop("@metadata", None)
+        self._timestamp(doc, meta, ctx)
+        if "log" in doc or (meta is not None and "structured_data" in meta):
+            syslog_fields.complete(doc.setdefault("log", {}), meta.get("structured_data") if meta else None)
+        self.finish(doc, ctx)
+        return doc
+
+    def rule_for(self, line: str, *, prefilter: bool = True) -> str | None:
+        """The name of the rule that gives ``line`` its document (None: no header form or no rule
+        matches); ``prefilter=False`` runs every candidate's regex, ignoring literal pre-checks."""
+        split = self._split(line, {})
+        found = self._match(*split, prefilter=prefilter) if split is not None else None
+        return found[0].name if found is not None else None
+
+    def _split(self, line: str, doc: dict[str, Any]) -> tuple[str, str | None] | None:
+        """The header's fields into ``doc``; the text the rules get and the program (None: no header
+        form matches)."""
         body = line
         program: str | None = None
-        rules = self.rules
         headers = self._headers
         if headers:
             for search, apply, names_body in headers:  # noqa: B007 (the matching form is used after the loop)
@@ -52,10 +80,7 @@ class RulesParser(Parser):
                 if m is not None:
                     break
             else:
-                add_tag(doc, PARSE_FAILURE_TAG)
-                add_tag(doc, DATE_FAILURE_TAG)  # no header form: no time could be read either
-                doc["@timestamp"] = format_timestamp(ctx.now)
-                return doc
+                return None
             apply(m, doc)
             named: str | None = None
             if names_body:
@@ -66,27 +91,23 @@ class RulesParser(Parser):
             process = doc.get("process")
             if process is not None:
                 program = process.get("name")
-        if rules.unwrap:
+        if self.rules.unwrap:
             body = self._unwrap(body, doc)
-        for rule in rules.candidates(program):
-            if rule.prefix:
-                if not body.startswith(rule.prefix):
+        return body, program
+
+    def _match(self, body: str, program: str | None, prefilter: bool = True) -> tuple[Any, Any] | None:
+        """The first rule of ``program`` that matches ``body``, and its match."""
+        for rule in self.rules.candidates(program):
+            if prefilter:
+                if rule.prefix:
+                    if not body.startswith(rule.prefix):
+                        continue
+                elif rule.required and rule.required not in body:
                     continue
-            elif rule.required and rule.required not in body:
-                continue
             m = rule.grok.search(body)
-            if m is None:
-                continue
-            rule.write(m, doc)
-            break
-        else:
-            add_tag(doc, PARSE_FAILURE_TAG)
-        meta = doc.pop("@metadata", None)
-        self._timestamp(doc, meta, ctx)
-        if "log" in doc or (meta is not None and "structured_data" in meta):
-            syslog_fields.complete(doc.setdefault("log", {}), meta.get("structured_data") if meta else None)
-        self.finish(doc, ctx)
-        return doc
+            if m is not None:
+                return rule, m
+        return None
 
     def _unwrap(self, body: str, doc: dict[str, Any]) -> str:
         """The first ``unwrap`` form that matches the message adds its fields and may name a new body."""
@@ -135,9 +156,43 @@ class AuthParser(RulesParser):
                 fp = key["fingerprint"]
                 if fp.startswith("MD5:"):
                     key["fingerprint"] = fp[4:]
-            if "dropped_ip" in ssh:
-                doc.setdefault("source", {}).setdefault("ip", ssh["dropped_ip"])
+            dropped = ssh.get("dropped_ip")
+            if dropped is not None:
+                if ":" in dropped:
+                    address = checked_ipv6(dropped)
+                    if address is None:
+                        del ssh["dropped_ip"]
+                    else:
+                        ssh["dropped_ip"] = address
+                doc.setdefault("source", {}).setdefault("ip", dropped)
+        for end in ("source", "destination"):
+            holder = doc.get(end)
+            if type(holder) is dict:
+                ip = holder.get("ip")
+                if ip is not None and ":" in ip:
+                    address = checked_ipv6(ip)
+                    if address != ip:  # a zone id, or no address at all: keep the text, not as an ip
+                        holder["address"] = ip
+                        if address is None:
+                            del holder["ip"]
+                        else:
+                            holder["ip"] = address
         super().finish(doc, ctx)
+
+
+def checked_ipv6(text: str) -> str | None:
+    """``text`` as Elasticsearch's ``ip`` type takes it: the address without a zone id
+    (``fe80::1%eth0`` -> ``fe80::1``), or None when it is no IPv6 address at all.
+
+    The rule files match IPv6 loosely (one short pattern instead of the eight-way grok IPV6); this is
+    where a malformed one is caught, before Elasticsearch would reject the whole document.
+    """
+    address = text.partition("%")[0]
+    try:
+        IPv6Address(address)
+    except ValueError:
+        return None
+    return address
 
 
 @register

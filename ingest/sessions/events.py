@@ -133,6 +133,10 @@ def mark_of(doc: dict[str, Any]) -> Mark | None:
     return Mark(kind, key, role, ts, action, _pick(doc, _PATHS[role]))
 
 
+#: The programs that log a connection's login and logout: sshd, and from OpenSSH 9.8 on the
+#: per-connection sshd-session (both lines come from the same process, so host + pid still pair).
+SSHD_PROGRAMS = frozenset({"sshd", "sshd-session"})
+
 #: Every event.action that can play a part in a session: anything else is dismissed at once.
 SESSION_ACTIONS = frozenset({"ssh_login", "session_closed", "ssh_disconnect", "vpn_connect", "vpn_disconnect",
                               "vpn_ip_assigned", "session.start", "session.end"})
@@ -166,7 +170,7 @@ def _ssh(doc: dict[str, Any], action: Any) -> tuple[str, Role, str] | None:
     else:
         return None
     process = doc.get("process")
-    if type(process) is not dict or process.get("name") != "sshd":
+    if type(process) is not dict or process.get("name") not in SSHD_PROGRAMS:
         return None
     pid = process.get("pid")
     host = _host(doc)

@@ -16,6 +16,7 @@ from ingest.detect import (
     MemoryDetectionStore,
     RedisDetectionStore,
 )
+from ingest.detect.rules import MAX_REPEATED
 from ingest.document import format_timestamp
 from ingest.parsers.base import LineContext
 from ingest.parsers.resources import ParserResources
@@ -172,6 +173,91 @@ def test_sample_bruteforce_log(make_store: Callable[[], DetectionStore]) -> None
     assert len(alert.doc["alert"]["users"]) == 12
     assert alert.index == "audit-alerts-2020.05.17"
     assert s.process_batch(docs) == [alert] or [a.id for a in s.process_batch(docs)] == [alert.id]
+
+
+def test_preauth_closes_that_named_a_user_count(make_store: Callable[[], DetectionStore]) -> None:
+    """Key-guessing bots leave only 'Connection closed by authenticating user X ... [preauth]' at
+    LogLevel INFO: those count; a close before any user name (a port scan) does not."""
+    parser = AuthParser(ParserResources())
+    ctx = LineContext(now=datetime(2024, 3, 2, tzinfo=UTC))
+    tried = [f"Mar  1 12:00:{i:02d} h1 sshd[{100 + i}]: Connection closed by authenticating user root "
+             f"203.0.113.50 port {40000 + i} [preauth]" for i in range(6)]
+    tried += [f"Mar  1 12:00:{10 + i:02d} h2 sshd-session[{200 + i}]: Disconnected from invalid user u{i} "
+              f"203.0.113.50 port {41000 + i} [preauth]" for i in range(5)]
+    scans = [f"Mar  1 12:00:{20 + i:02d} h1 sshd[{300 + i}]: Connection closed by 203.0.113.50 port {42000 + i} "
+             f"[preauth]" for i in range(20)]
+    docs = [parser.parse(line, ctx) for line in tried + scans]
+    assert {d["event"]["outcome"] for d in docs[:11]} == {"failure"} and "outcome" not in docs[11]["event"]
+    [alert] = stage(make_store).process_batch(docs)
+    assert alert.doc["alert"]["count"] == 11
+    assert alert.doc["alert"]["hosts"] == ["h1", "h2"]
+    assert alert.doc["alert"]["users"] == ["root", "u0", "u1", "u2", "u3", "u4"]
+
+
+def test_preauth_closes_without_the_eleventh_do_not_fire(make_store: Callable[[], DetectionStore]) -> None:
+    parser = AuthParser(ParserResources())
+    ctx = LineContext(now=datetime(2024, 3, 2, tzinfo=UTC))
+    lines = [f"Mar  1 12:00:{i:02d} h1 sshd[{100 + i}]: Connection closed by authenticating user root "
+             f"203.0.113.51 port {40000 + i} [preauth]" for i in range(10)]
+    lines += [f"Mar  1 12:00:{20 + i:02d} h1 sshd[{300 + i}]: Connection closed by 203.0.113.51 port {42000 + i} "
+              f"[preauth]" for i in range(20)]
+    assert stage(make_store).process_batch([parser.parse(line, ctx) for line in lines]) == []
+
+
+def repeated_failure(i: int, ts: datetime, n: Any, **kw: Any) -> dict[str, Any]:
+    doc = failure(i, ts, **kw)
+    doc["log"] = {"syslog": {"repeated": n}}
+    return doc
+
+
+def test_repeated_message_counts_as_n_failures(make_store: Callable[[], DetectionStore]) -> None:
+    """rsyslog's "message repeated 11 times: [ Failed password ... ]" is one document, 11 failures."""
+    s = stage(make_store)
+    doc = repeated_failure(0, T0, 11)
+    [alert] = s.process_batch([doc], ids=["rep"])
+    assert alert.doc["alert"]["count"] == 11
+    assert alert.doc["alert"]["trigger_ids"] == ["rep"]
+    assert alert.doc["alert"]["users"] == ["u0"]
+    again = s.process_batch([doc], ids=["rep"])  # redelivered: the same alert, nothing counted twice
+    assert [(a.id, a.doc["alert"]["count"]) for a in again] == [(alert.id, 11)]
+    assert s.process_batch([failure(1, T0 + timedelta(seconds=1))], ids=["one"]) == []  # same window: no new alert
+
+
+def test_repeated_message_adds_to_single_failures(make_store: Callable[[], DetectionStore]) -> None:
+    s = stage(make_store)
+    singles = burst(5)
+    rep = repeated_failure(99, T0 + timedelta(seconds=6), 5)
+    assert s.process_batch([*singles, rep]) == []  # 10 failures: not more than the threshold
+    assert s.process_batch([*singles, rep]) == []  # redelivered: still 10
+    [alert] = s.process_batch([failure(100, T0 + timedelta(seconds=7))])
+    assert alert.doc["alert"]["count"] == 11
+    assert len(alert.doc["alert"]["trigger_ids"]) == 7  # 5 singles, the repeated document once, the 11th
+
+
+def test_repeated_parsed_line(make_store: Callable[[], DetectionStore]) -> None:
+    parser = AuthParser(ParserResources())
+    ctx = LineContext(now=datetime(2024, 3, 2, tzinfo=UTC))
+
+    def repeated_line(ip: str, n: int) -> dict[str, Any]:
+        doc = parser.parse(f"Mar  1 12:00:00 h1 sshd[100]: Failed password for root from {ip} port 40000 ssh2", ctx)
+        doc.setdefault("log", {})["syslog"] = {"repeated": n}  # the field the header parser writes
+        return doc
+
+    s = stage(make_store)
+    assert s.process_batch([repeated_line("203.0.113.52", 10)]) == []
+    [alert] = s.process_batch([repeated_line("203.0.113.53", 11)])
+    assert alert.doc["alert"]["count"] == 11 and alert.doc["source"]["ip"] == "203.0.113.53"
+
+
+@pytest.mark.parametrize("bad", [0, -3, True, "11", 2.5, None, [11]])
+def test_repeated_that_is_no_count_counts_once(make_store: Callable[[], DetectionStore], bad: Any) -> None:
+    docs = [repeated_failure(i, T0 + timedelta(seconds=i), bad) for i in range(10)]
+    assert stage(make_store).process_batch(docs) == []
+
+
+def test_repeated_is_capped(make_store: Callable[[], DetectionStore]) -> None:
+    [alert] = stage(make_store).process_batch([repeated_failure(0, T0, 10**9)])
+    assert alert.doc["alert"]["count"] == MAX_REPEATED
 
 
 # unmapped key --------------------------------------------------------------------------------------

@@ -90,6 +90,16 @@ PAYLOADS: dict[str, str] = {
     "tab": "a\tb",
     "unicode": "m\u00fcller\u2028x",
     "long": "y" * 2000,
+    # the tails of specific daemon formats, so a crafted value imitating them is tried everywhere
+    "remote_id": "invalid user x 10.10.1.2 port 55555",
+    "disconnect_reason": "x 10.10.1.2 port 55555: Too many authentication failures",
+    "cert_id": "x from 10.10.1.2 port 55555 ssh2: ED25519-CERT SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA ID y",
+    "username_change": "x 10.10.1.2 port 55555: Change of username or service not allowed: (y",
+    "pam_error": "x, Authentication failure",
+    "pam_status": "x: 0 (Success)",
+    "sudo_exit": "x ; EXIT=0",
+    "path_quote": 'x" new "y',
+    "backslash": "a\\\\b",
 }
 
 #: More payloads for lines of an ``encoding``: what a raw (unencoded) field of that program could
@@ -251,10 +261,14 @@ class Parsers:
         self.resources = resources or ParserResources()
         self._parsers: dict[str, Parser] = {}
 
-    def parse(self, entry: Entry, line: str | None = None) -> dict[str, Any]:
-        parser = self._parsers.get(entry.kind)
+    def parser(self, kind: str) -> Any:
+        parser = self._parsers.get(kind)
         if parser is None:
-            parser = self._parsers[entry.kind] = REGISTRY[entry.kind](self.resources)
+            parser = self._parsers[kind] = REGISTRY[kind](self.resources)
+        return parser
+
+    def parse(self, entry: Entry, line: str | None = None) -> dict[str, Any]:
+        parser = self.parser(entry.kind)
         ctx = LineContext(now=entry.read_at, path=entry.path or f"/var/log/{entry.kind}.log")
         return parser.parse(entry.line if line is None else line, ctx)
 

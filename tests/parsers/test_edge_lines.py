@@ -87,3 +87,27 @@ def test_shell_user_comes_from_file_name(parsers: dict) -> None:
     doc = parsers["shell"].parse("In [2]: os.listdir('/etc')", ctx)
     assert doc["user"]["name"] == "deploy"
     assert doc["process"]["command_line"] == "os.listdir('/etc')"
+
+
+def test_ipv6_zone_id_is_kept_out_of_ip_fields(parsers: dict) -> None:
+    """Elasticsearch's ip type rejects "fe80::1%eth0": the address goes to *.ip, the text to *.address."""
+    line = "May 17 15:26:00 a3 sshd[1]: Connection from fe80::1%eth0 port 50000 on fe80::2%eth0 port 22"
+    doc = parsers["auth"].parse(line, CTX)
+    assert doc["source"] == {"ip": "fe80::1", "address": "fe80::1%eth0", "port": 50000}
+    assert doc["destination"] == {"ip": "fe80::2", "address": "fe80::2%eth0", "port": 22}
+    assert doc["related"]["ip"] == ["fe80::1"]
+
+
+def test_ipv6_zone_id_of_a_dropped_connection(parsers: dict) -> None:
+    line = "May 17 15:26:00 a3 sshd[1]: Did not receive identification string from fe80::1%ens3 port 2"
+    doc = parsers["auth"].parse(line, CTX)
+    assert doc["system"]["auth"]["ssh"]["dropped_ip"] == "fe80::1"
+    assert doc["source"] == {"ip": "fe80::1", "address": "fe80::1%ens3", "port": 2}
+
+
+def test_ipv6_looking_text_that_is_no_address_is_not_an_ip(parsers: dict) -> None:
+    line = "May 17 15:26:00 a3 sshd[1]: Failed password for root from ::1::2 port 2 ssh2"
+    doc = parsers["auth"].parse(line, CTX)
+    assert doc["source"] == {"address": "::1::2", "port": 2}
+    assert "ip" not in doc.get("related", {})
+    assert doc["event"]["outcome"] == "failure"

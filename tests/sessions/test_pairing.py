@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from ingest.document import flatten
+from ingest.parsers.base import LineContext
+from ingest.parsers.resources import ParserResources
+from ingest.parsers.syslog_rules import AuthParser
 from ingest.sessions import SESSION_ACTION, session_id
 from tests.sessions.conftest import Factory, FakeClock, ssh_login, ssh_logout, teleport, vpn, z
 
@@ -340,3 +343,18 @@ def test_many_sessions_in_any_order(new_pairer: Factory, order: str) -> None:
         events.reverse()
     docs = [d for k in range(0, len(events), 37) for d in p.process_batch(events[k:k + 37])]
     assert len({doc_id for doc_id, _ in docs}) == len(docs) == 200
+
+
+def test_openssh_10_sshd_session_lines_pair(new_pairer: Factory) -> None:
+    """OpenSSH 9.8+ logs a connection's login and its PAM session close as sshd-session[pid]."""
+    parser = AuthParser(ParserResources())
+    ctx = LineContext(now=datetime(2024, 12, 31, tzinfo=UTC))
+    lines = ["Dec  2 10:00:00 web-1 sshd-session[2301]: Accepted publickey for ops from 81.2.69.160 port 50005 ssh2: "
+             "ED25519 SHA256:KkqlMYfYp35C+bsww+oN2Q6DjLrLHcnsKOb642or3nc",
+             "Dec  2 10:00:00 web-1 sshd-session[2301]: pam_unix(sshd:session): session opened for user ops(uid=1001) "
+             "by ops(uid=0)",
+             "Dec  2 10:05:30 web-1 sshd-session[2301]: pam_unix(sshd:session): session closed for user ops"]
+    _, doc = only(new_pairer().process_batch([parser.parse(line, ctx) for line in lines]))
+    assert doc["process"] == {"name": "sshd-session", "pid": 2301}
+    assert doc["session"]["duration_s"] == 330.0
+    assert doc["user"]["name"] == "ops"
