@@ -8,6 +8,10 @@ documented contract where our code depends on it:
 * ``_bulk`` parses NDJSON (``create``, ``index``, ``delete``), answers ``took``/``errors``/``items``
   in request order, ``create`` of an existing ``_id`` is item status 409
   ``version_conflict_engine_exception``; malformed bodies fail the whole request with 400;
+  external versioning (``version`` + ``version_type`` ``external``/``external_gt``/``external_gte``
+  on ``index``): stored with the given version only if it is above the stored one (``external_gte``:
+  not below), else item 409 ``version_conflict_engine_exception``; ``create`` with an external
+  version, or a ``version`` with internal versioning, fails the request with 400, as in 8.x;
 * composable index templates (``_index_template``, with ``composed_of`` component templates) are
   applied when an index is auto-created, and their ``mappings`` reject documents whose values
   cannot be coerced (``long``, ``ip``, ``date``, ``boolean``, ``geo_point``, objects vs values,
@@ -1251,7 +1255,7 @@ class ESDouble:
         lines = body.split(b"\n")
         lines.pop()  # the empty string after the final newline
         parse_sources = self.parse_sources
-        ops: list[tuple[str, str, str | None, Any]] = []
+        ops: list[tuple[str, str, str | None, Any, tuple[int, str] | None]] = []
         i = 0
         loads = orjson.loads
         while i < len(lines):
@@ -1291,7 +1295,7 @@ class ESDouble:
                     source = _Raw(raw) if raw[:1] == b"{" and raw[-1:] == b"}" else _MALFORMED
             elif doc_id is None:
                 raise EsError(400, "action_request_validation_exception", "Validation Failed: 1: id is missing;")
-            ops.append((op, index, None if doc_id is None else str(doc_id), source))
+            ops.append((op, index, None if doc_id is None else str(doc_id), source, _versioning(op, params)))
             i += 1
         if not ops:
             raise EsError(400, "action_request_validation_exception", "Validation Failed: 1: no requests added;")
@@ -1299,8 +1303,8 @@ class ESDouble:
         errors = False
         refresh = query.get("refresh") in ("", "true", "wait_for")
         with self.cluster.lock:
-            for op, index, doc_id, source in ops:
-                item = self._apply(op, index, doc_id, source)
+            for op, index, doc_id, source, versioning in ops:
+                item = self._apply(op, index, doc_id, source, versioning)
                 if "error" in item:
                     errors = True
                 items.append({op: item})
@@ -1309,7 +1313,8 @@ class ESDouble:
                     index.visible = set(index.docs)
         return {"errors": errors, "took": int((time.perf_counter() - started) * 1000), "items": items}
 
-    def _apply(self, op: str, index_name: str, doc_id: str | None, source: Any) -> dict[str, Any]:
+    def _apply(self, op: str, index_name: str, doc_id: str | None, source: Any,
+               versioning: tuple[int, str] | None = None) -> dict[str, Any]:
         cluster = self.cluster
         if doc_id is None:
             doc_id = base64.urlsafe_b64encode(uuid.uuid4().bytes[:15]).decode()
@@ -1358,6 +1363,14 @@ class ESDouble:
             return _item_error(index.name, doc_id, 409, "version_conflict_engine_exception",
                                f"[{doc_id}]: version conflict, document already exists (current version "
                                f"[{existing.version}])", index_uuid=index.uuid, shard="0", index=index.name)
+        if versioning is not None and existing is not None:
+            given, vtype = versioning
+            if given < existing.version or (given == existing.version and vtype != "external_gte"):
+                relation = "higher than" if vtype == "external_gte" else "higher or equal to"
+                return _item_error(index.name, doc_id, 409, "version_conflict_engine_exception",
+                                   f"[{doc_id}]: version conflict, current version [{existing.version}] is "
+                                   f"{relation} the one provided [{given}]", index_uuid=index.uuid, shard="0",
+                                   index=index.name)
         if self.check_mappings or cluster.rules:
             mapper = _Mapper(index, doc_id, cluster.parsing_error_type)
             try:
@@ -1380,7 +1393,7 @@ class ESDouble:
                                        f"adding new fields [{added}]")
                 index.mappings["fields"].update(mapper.new)
         index.seq_no += 1
-        version = existing.version + 1 if existing else 1
+        version = versioning[0] if versioning is not None else (existing.version + 1 if existing else 1)
         index.docs[doc_id] = StoredDoc(source, version, index.seq_no, raw)
         self.writes.append(Write(op, index.name, doc_id, version))
         return _item_ok(index, doc_id, version, "updated" if existing else "created", 200 if existing else 201)
@@ -1483,6 +1496,32 @@ def filter_response(payload: Any, filter_path: str) -> Any:
     ``-`` exclusions); an answer with nothing left is ``{}``."""
     kept = _filter(payload, compile_filter_path(filter_path))
     return {} if kept is _MISSING else kept
+
+
+#: the largest external version Elasticsearch accepts (Long.MAX_VALUE - 1: MAX_VALUE is reserved)
+MAX_EXTERNAL_VERSION = 2**63 - 2
+
+
+def _versioning(op: str, params: dict[str, Any]) -> tuple[int, str] | None:
+    """``(version, version_type)`` of a bulk action line that asks for external versioning, None for
+    internal; what Elasticsearch 8 refuses in the metadata fails the request (400), as there."""
+    vtype = params.get("version_type", "internal")
+    version = params.get("version")
+    if vtype not in ("internal", "external", "external_gt", "external_gte"):
+        raise EsError(400, "illegal_argument_exception", f"No version type match [{vtype}]")
+    if vtype == "internal":
+        if version is not None:
+            raise EsError(400, "action_request_validation_exception",
+                          "Validation Failed: 1: internal versioning can not be used for optimistic concurrency "
+                          "control. Please use `if_seq_no` and `if_primary_term` instead;")
+        return None
+    if op == "create":
+        raise EsError(400, "action_request_validation_exception",
+                      "Validation Failed: 1: create operations only support internal versioning. use index instead;")
+    if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= MAX_EXTERNAL_VERSION:
+        raise EsError(400, "action_request_validation_exception",
+                      f"Validation Failed: 1: illegal version value [{version}] for version type [{vtype}];")
+    return version, "external_gte" if vtype == "external_gte" else "external"
 
 
 def _item_ok(index: Index, doc_id: str, version: int, result: str, status: int) -> dict[str, Any]:
