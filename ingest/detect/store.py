@@ -14,10 +14,11 @@ Redis layout, under ``key_prefix`` (default ``audit-ingest:detect:``)::
                                         members, the 2nd..Nth with their index appended.
                                         Trimmed to 2 windows behind the newest event it got;
                                         PX = 2 windows + 1 h (processing time) after its last write.
-    <prefix>bf:<ip>|<host>/<service>|<class> zset  the same members, per origin (host and
-                                        service) and evidence class (``sshd``, ``conn``, ``pam``,
+    <prefix>bf:<ip>|<host>/<service>/<pid>|<class> zset  the same members, per origin (one
+                                        connection: host, service, sshd pid) and evidence class (``sshd``, ``conn``, ``pam``,
                                         ``audit``: rules.failure_origin) for failures several
-                                        lines report: see "One attempt, counted once" below.
+                                        lines report (class ``conn``: one member per
+                                        connection): see "One attempt, counted once" below.
                                         Same trim and PX.
     <prefix>bf:<ip>:<w>          string JSON of the alert fired for window number ``w``
                                  (``floor(ts_ms / window_ms)``), SET NX: at most one alert per IP
