@@ -103,5 +103,32 @@ def test_a_batch_without_derived_documents_costs_at_most_one_more_command(
 
 
 class NullSink:
+    def __init__(self) -> None:
+        self.seen: list[IndexAction] = []
+
     def write_batch(self, actions: list[IndexAction]) -> list[Any]:
+        self.seen += actions
         return []
+
+
+def test_an_alert_is_pending_from_its_firing_until_a_batch_carrying_it_is_acked(redis_server: RedisServer,
+                                                                              redis_client: redis.Redis) -> None:
+    """The brute-force alert of a batch that is never acknowledged is carried by the next batch
+    (once the lease is over), whatever that batch holds; its ack deletes it."""
+    clock = Clock()
+    proc = detecting_pipeline(redis_url(redis_server.port))
+    proc.pending.clock, proc.pending.check_interval = clock, 0
+    fired = [a for a in proc.process(file_events("bruteforce.log")).actions if a.doc.get("type") == "alert"]
+    assert [a.doc["rule"]["name"] for a in fired] == ["brute_force"]
+    assert redis_client.hkeys("filebeat:pending:docs") == [fired[0].id.encode()]
+    # that batch is lost (worker killed before Elasticsearch took it); an unrelated batch later:
+    clock.now += 61
+    worker = make_worker(redis_url(redis_server.port), "http://unused", "w1", batch_size=100, ttl=60, proc=proc,
+                         overlap=False, sink=NullSink())
+    worker._start()
+    redis_client.rpush("filebeat", *file_events("commands.log", start=5000))
+    worker.run_once()
+    assert redis_client.hlen("filebeat:pending:docs") == 0  # carried, indexed, acknowledged
+    assert [a.id for a in worker.sink.seen if a.raw is None] == [fired[0].id]  # type: ignore[attr-defined]
+    for slot in worker.slots:
+        slot.release()
