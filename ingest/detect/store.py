@@ -22,17 +22,24 @@ Redis layout, under ``key_prefix`` (default ``audit-ingest:detect:``)::
                                         Same trim and PX.
     <prefix>bf:<ip>:<w>          string JSON of the alert fired for window number ``w``
                                  (``floor(ts_ms / window_ms)``), SET NX: at most one alert per IP
-                                 per aligned window; same PX as the zset.
+                                 per aligned window; same PX as the zset. ``{"trigger": member,
+                                 "ts", "count", "w", "members"}``, the trigger first (a prefix
+                                 check recognises it without decoding a long member list).
     <prefix>nc:<subject>         hash   ``c:<country>`` -> last successful login from there (event
                                         time, ms); ``a:<country>`` -> event key of the login that
                                         raised the new_country alert for it. PX = lookback.
 
-Counting: sliding window. A failure at ``t`` counts the failures of its IP in ``(t - window, t]``
-(ZCOUNT) right after it is added; above the threshold it fires unless the aligned window of ``t``
-has fired already. So a burst that straddles an aligned boundary still fires (epoch-aligned
-counting alone would split it into two halves below the threshold), while de-duplication stays
-aligned (one alert per IP per window, deterministic id). A failure arriving late (older than ones
-already counted) is evaluated on the window ending at it only.
+Counting: sliding window, aligned de-duplication. The aligned window ``w`` of an IP fires when
+some failure ``t`` in it has more than ``threshold`` failures of the IP in ``(t - window, t]``: a
+burst that straddles an aligned boundary still fires (epoch-aligned counting alone would split it
+into two halves below the threshold), and there is one alert per IP per aligned window
+(deterministic id). That is a property of the set of failures, so the order they are processed in
+does not change which windows fire: a failure at ``t`` counts the window ending at it (ZCOUNT)
+right after it is added, and, when it came late, also the windows ending at the failures counted
+before it within ``(t, t + window)``, which may fire ``w`` or ``w + 1`` (at most threshold + 1 of
+them are looked at: past that many, one of them is over the threshold already). Exact while no
+failure comes more than one window behind the newest failure of its IP already counted (the zset
+keeps two windows behind the newest) and before the state expires (PX).
 
 What the alert lists (``count``, hosts, users, event keys): the failures in the window ending at
 the trigger plus those the same batch added after it up to the end of the trigger's aligned
@@ -51,7 +58,10 @@ lines and logs a site ships, in any order and across workers.
 
 Redelivery: an already-counted member is not counted again; if it is the member that fired an
 alert, that same alert is returned again (same ``_id``: the ``create`` op answers 409), so a batch
-whose alerts were lost before indexing gets them back on retry. Same for new_country.
+whose alerts were lost before indexing gets them back on retry; also when newer failures trimmed
+the member meanwhile (it is counted again, finds the flag set and that it is the flag's trigger).
+Same for new_country. Beyond that, every alert is pending (ingest.pending) from its firing until
+a batch that carried it is acknowledged.
 """
 
 from __future__ import annotations
