@@ -7,7 +7,8 @@ here by the step that makes it (for sessions in the same MULTI/EXEC that closes 
 right after the script that fires them) and deleted only in the MULTI/EXEC of the ack of a batch
 that carried it, i.e. after Elasticsearch confirmed it. A batch that is given back, or a worker that
 dies, leaves it here; once its lease is over, the next batch of any worker carries it again
-(:meth:`PendingDocs.reclaim`). Ids are deterministic and sessions carry an external version, so a
+(:meth:`PendingDocs.reclaim`), or, while the queue is empty, a worker indexes it by itself
+(:meth:`PendingDocs.carry`). Ids are deterministic and sessions carry an external version, so a
 document carried twice is stored once (``create`` or a version not above the stored one: 409, done).
 
 Redis layout, under ``<main list>:pending:`` (``filebeat:pending:``)::
@@ -30,7 +31,7 @@ import orjson
 import redis
 
 from ingest.errors import SourceUnavailable
-from ingest.model import IndexAction
+from ingest.model import IndexAction, Rejected
 from ingest.sinks.elasticsearch import index_for
 
 #: how long a derived document is left to the batch that made it before another batch carries it
@@ -148,6 +149,29 @@ class PendingDocs:
         if ids:
             pipe.hdel(self.docs_key, *ids)
             pipe.zrem(self.lease_key, *ids)
+
+    def carry(self, write: Callable[[list[IndexAction]], list[Rejected]],
+              dead_entries: Callable[[list[Rejected]], list[bytes]], dead_key: str, dead_max: int | None) -> int:
+        """With no batch to carry them (an idle queue): index the pending documents whose lease is
+        over by themselves, then delete them, and dead-letter what Elasticsearch refused, in one
+        transaction. ``write`` raises SinkUnavailable when Elasticsearch does not take them: they
+        stay pending. How many were carried."""
+        actions = self.reclaim()
+        if not actions:
+            return 0
+        rejected = write(actions)
+        entries = dead_entries(rejected) if rejected else []
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                if entries:
+                    pipe.rpush(dead_key, *entries)
+                    if dead_max:
+                        pipe.ltrim(dead_key, -dead_max, -1)
+                self.queue_done(pipe, carried(actions))
+                pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise SourceUnavailable(f"pending documents: Redis unreachable: {e}") from e
+        return len(actions)
 
     def count(self) -> int:
         return int(self.client.hlen(self.docs_key))  # type: ignore[arg-type]

@@ -306,6 +306,8 @@ class Worker:
         if not raws:
             if inflight is not None:
                 self._complete()
+            elif self.pending is not None:  # idle: pending derived documents do not wait for events
+                self._carry_pending()
             self.metrics.loop_ran("idle")
             return
         try:
@@ -473,6 +475,16 @@ class Worker:
                 notifier.record(source.last_before[0], pending)
         if source.last_trimmed:
             self.metrics.dead_trimmed.inc(source.last_trimmed)
+
+    def _carry_pending(self) -> None:
+        assert self.pending is not None
+        try:
+            self.pending.carry(self._write, lambda rs: self.deadletters.entries([self._rejected_letter(r) for r in rs]),
+                               self.deadletters.key, self.deadletters.max_length)
+        except SinkUnavailable as e:
+            log.warning("pending session/alert documents not indexed (%s); they stay pending", e)
+        except SourceUnavailable as e:
+            self._redis_failed(e)
 
     def _retry_redis(self, what: str, fn: Callable[[], Any]) -> None:
         """Redis calls that must happen (ack, give back): retried until they succeed, or until a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -130,5 +131,25 @@ def test_an_alert_is_pending_from_its_firing_until_a_batch_carrying_it_is_acked(
     worker.run_once()
     assert redis_client.hlen("filebeat:pending:docs") == 0  # carried, indexed, acknowledged
     assert [a.id for a in worker.sink.seen if a.raw is None] == [fired[0].id]  # type: ignore[attr-defined]
+    for slot in worker.slots:
+        slot.release()
+
+
+def test_an_idle_worker_carries_pending_documents_by_themselves(redis_server: RedisServer,
+                                                                redis_client: redis.Redis) -> None:
+    """No events come: the pending documents of a lost batch do not wait for one."""
+    proc = detecting_pipeline(redis_url(redis_server.port))
+    proc.pending.check_interval = 0
+    clock = Clock()
+    proc.pending.clock = clock
+    proc.pending.add([alert(7)])
+    clock.now += 61
+    sink = NullSink()
+    worker = make_worker(redis_url(redis_server.port), "http://unused", "w1", ttl=60, proc=proc, overlap=False,
+                         sink=sink)
+    worker.source.config.block_timeout = timedelta(milliseconds=50)
+    worker._start()
+    worker.run_once()  # nothing to take
+    assert [a.id for a in sink.seen] == ["brute_force-7"] and proc.pending.count() == 0
     for slot in worker.slots:
         slot.release()
