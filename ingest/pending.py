@@ -71,13 +71,13 @@ def carried(actions: Iterable[IndexAction]) -> list[str]:
 class PendingDocs:
     """The pending derived documents of one queue (see the module doc)."""
 
-    def __init__(self, client: redis.Redis, prefix: str, *, index_prefix: str = "audit-",
+    def __init__(self, client: redis.Redis, prefix: str, *, session_index_prefix: str = "audit-sessions-",
                  lease_ms: int = DEFAULT_LEASE_MS, check_interval: float = CHECK_INTERVAL,
                  clock: Callable[[], float] = time.time) -> None:
         self.client = client
         self.docs_key = prefix + "docs"
         self.lease_key = prefix + "lease"
-        self.index_prefix = index_prefix
+        self.session_index_prefix = session_index_prefix
         self.lease_ms = lease_ms
         self.check_interval = check_interval
         self.clock = clock
@@ -87,9 +87,9 @@ class PendingDocs:
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    def action(self, doc_id: str, doc: dict[str, Any], version: int | None = None) -> IndexAction:
-        """The index action of a derived document (daily index of its ``@timestamp``)."""
-        return IndexAction(index_for(doc.get("@timestamp"), self.index_prefix), doc_id, doc, None, version)
+    def session_action(self, doc_id: str, doc: dict[str, Any], version: int) -> IndexAction:
+        """The index action of a session document (daily session index of its ``@timestamp``)."""
+        return IndexAction(index_for(doc.get("@timestamp"), self.session_index_prefix), doc_id, doc, None, version)
 
     # -- written with the state that made them -----------------------------------------------
 

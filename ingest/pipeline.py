@@ -27,6 +27,7 @@ from ingest.parsers.resources import ParserResources
 from ingest.pending import PendingDocs
 from ingest.route import Routed, Router, quote
 from ingest.sessions import SessionPairer
+from ingest.sessions.doc import index_prefix as session_index_prefix
 from ingest.sessions.doc import version as session_version
 from ingest.sinks.elasticsearch import index_for
 
@@ -73,8 +74,8 @@ class Pipeline:
                                      KeyOwnerEnricher.from_config(settings.keys)]
         pending = None
         if redis_client is not None:
-            pending = PendingDocs(redis_client, f"{settings.redis.key}:pending:", index_prefix=settings.index.prefix,
-                                  lease_ms=int(settings.worker.derived_lease.total_seconds() * 1000))
+            pending = PendingDocs(redis_client, f"{settings.redis.key}:pending:",
+                                  session_index_prefix=session_index_prefix(settings.index.prefix), lease_ms=int(settings.worker.derived_lease.total_seconds() * 1000))
         pairer = None
         if settings.sessions.enabled:
             store = (RedisSessionStore(redis_client, settings.sessions) if redis_client is not None
@@ -131,8 +132,9 @@ class Pipeline:
             if tick - self._last_expire >= EXPIRE_INTERVAL:  # timeouts are hours: no need to scan every batch
                 self._last_expire = tick
                 closed += self.pairer.expire()
+            sessions = session_index_prefix(prefix)
             for doc_id, doc in closed:
-                result.actions.append(IndexAction(index_for(doc.get("@timestamp"), prefix), doc_id, doc, None,
+                result.actions.append(IndexAction(index_for(doc.get("@timestamp"), sessions), doc_id, doc, None,
                                                   session_version(doc)))
         for stage in self.post:  # detections: they see the batch's documents and their ids
             derived = stage.process_batch(docs, ids)

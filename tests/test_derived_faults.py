@@ -138,9 +138,9 @@ def test_brute_force_alert_survives_a_kill_and_a_newer_failure_first(procs: Proc
     wait_for(lambda: len(es_double.docs()) >= 1, 30, "the newer failure indexed first")
     # the pending alert is carried (with the next batch, or alone while the queue is idle) before,
     # and whether or not, the batch that fired it is ever redelivered
-    wait_for(lambda: len(of_type(es_double, "alert")) == 1, 20, "the pending alert carried")
+    wait_for(lambda: len(of_type(es_double, "alert")) == 1 and redis_client.hlen(PENDING) == 0, 20,
+             "the pending alert carried and acknowledged")
     assert redis_client.llen("filebeat:processing:b1") == len(burst)  # not redelivered yet
-    assert redis_client.hlen(PENDING) == 0
     redis_client.delete("filebeat:heartbeat:b1")  # now it is recovered and redelivered
     wait_for(lambda: not lists_empty_but_dead(redis_client) and redis_client.hlen(PENDING) == 0
              and len([d for d in es_double.docs() if d["_source"].get("type") != "alert"]) == len(burst) + 1,

@@ -31,8 +31,8 @@ def alert(n: int) -> IndexAction:
 def test_reclaim_after_the_lease_and_done_with_the_ack(redis_client: redis.Redis) -> None:
     clock = Clock()
     pending = PendingDocs(redis_client, "filebeat:pending:", lease_ms=5_000, check_interval=0, clock=clock)
-    session = pending.action("s1", {"@timestamp": "2024-05-17T09:00:00.000000Z", "type": "session"}, 1)
-    assert session.index == "audit-2024.05.17" and entry_id(session) == "s1@1"
+    session = pending.session_action("s1", {"@timestamp": "2024-05-17T09:00:00.000000Z", "type": "session"}, 1)
+    assert session.index == "audit-sessions-2024.05.17" and entry_id(session) == "s1@1"
     pending.add([alert(1), session])
     assert pending.reclaim() == []  # the batch that made them still has them
     clock.now += 5

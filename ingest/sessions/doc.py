@@ -23,6 +23,15 @@ def session_id(kind: str, key: str, login_ts: int) -> str:
     return hashlib.blake2b(f"session\x00{kind}\x00{key}\x00{login_ts}".encode(), digest_size=16).hexdigest()
 
 
+#: session documents go to ``<index.prefix>sessions-YYYY.MM.DD`` (the day of the login): the only
+#: indices where the writer may overwrite (a correction, see :func:`version`); events stay create-only
+INDEX_INFIX = "sessions-"
+
+
+def index_prefix(events_prefix: str) -> str:
+    return events_prefix + INDEX_INFIX
+
+
 #: external version of a session document whose end was not seen (``timeout``, ``replaced``) ...
 VERSION_PROVISIONAL = 1
 #: ... and of one with its real end (a logout): indexed over the provisional one, never under it

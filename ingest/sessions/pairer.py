@@ -151,7 +151,7 @@ class SessionPairer:
                 built[:] = [docs]
                 if pipe is not None and docs:
                     versions = [version(doc) for _, doc in docs]
-                    pending.queue_add(pipe, [pending.action(i, d, v) for (i, d), v in zip(docs, versions, strict=True)],
+                    pending.queue_add(pipe, [pending.session_action(i, d, v) for (i, d), v in zip(docs, versions, strict=True)],
                                       drop=[f"{i}@{VERSION_PROVISIONAL}" for (i, _), v in zip(docs, versions, strict=True)
                                             if v == VERSION_FINAL])
         outcome, sizes = self.store.transact(keys, run, now, after)
