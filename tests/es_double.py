@@ -43,9 +43,13 @@ Every request is recorded (:attr:`ESDouble.requests`) and every applied write to
 (:attr:`ESDouble.writes`); :meth:`ESDouble.docs`, :meth:`ESDouble.count_by_id` and
 :meth:`ESDouble.assert_exactly_once` read the result back.
 
+Security: with ``auth``/``api_key`` set, that user or key may do anything; users made through
+``_security/user`` (with roles from ``_security/role``) may log in too, and their bulk items are
+authorized by their roles' index privileges (item 403 ``security_exception`` otherwise).
+
 Not modelled: shards/replicas, refresh intervals (only explicit refreshes), ``update`` actions,
-queries other than ``match_all``/``term``/``ids``, data streams, security beyond one user or
-API key.
+queries other than ``match_all``/``term``/``ids``, data streams, cluster privileges, privileges
+of requests other than bulk items.
 """
 
 from __future__ import annotations
@@ -814,6 +818,7 @@ class ESDouble:
         self._port = port
         self._auth = auth
         self._api_key = api_key
+        self._local = threading.local()  # the user of the request this handler thread serves
         self._faults_lock = threading.Lock()
         self._item_faults: list[ItemFault] = []
         self._request_faults: list[RequestFault] = []
@@ -1009,28 +1014,34 @@ class ESDouble:
 
     # -- dispatch ---------------------------------------------------------------------------
 
-    def _check_auth(self, handler: _Handler) -> None:
+    def _check_auth(self, handler: _Handler) -> str | None:
+        """Who is asking: None for no security, the configured user or API key (superuser), else
+        the name of a user made through ``_security/user`` (whose roles then authorize writes)."""
         if self._auth is None and self._api_key is None:
-            return
+            return None
         header = handler.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
-        if self._auth is not None and scheme == "Basic":
+        if scheme == "Basic":
             try:
                 user, _, password = base64.b64decode(value).decode().partition(":")
             except ValueError:
                 user = password = ""
-            if (user, password) == self._auth:
-                return
+            if self._auth is not None and (user, password) == self._auth:
+                return None
+            with self.cluster.lock:
+                made = self.cluster.users.get(user)
+            if made is not None and made.get("password") == password and password:
+                return user
         if self._api_key is not None and scheme == "ApiKey":
             if value in (self._api_key, base64.b64encode(self._api_key.encode()).decode()):
-                return
+                return None
         raise EsError(401, "security_exception", "missing authentication credentials for REST request",
                       header={"WWW-Authenticate": ['Basic realm="security" charset="UTF-8"', "ApiKey"]})
 
     def _dispatch(self, handler: _Handler, path: str, query: dict[str, str],
                   body: bytes | None) -> tuple[int, Any]:
         try:
-            self._check_auth(handler)
+            self._local.user = self._check_auth(handler)
             if body is not None:
                 ctype = handler.headers.get("Content-Type", "").split(";")[0].strip().lower()
                 if ctype not in _ACCEPTED_CONTENT_TYPES:
@@ -1324,6 +1335,9 @@ class ESDouble:
             return _item_error(index_name, doc_id, fault.status, fault.error_type or type_,
                                (fault.reason or reason).format(index=index_name))
         index = cluster.indices.get(index_name)
+        denied = self._unauthorized(op, index_name, creating=index is None and op != "delete")
+        if denied is not None:
+            return _item_error(index_name, doc_id, 403, "security_exception", denied)
         if index is None:
             if op == "delete":
                 return {"_index": index_name, "_id": doc_id, "status": 404, "error": {
@@ -1397,6 +1411,30 @@ class ESDouble:
         index.docs[doc_id] = StoredDoc(source, version, index.seq_no, raw)
         self.writes.append(Write(op, index.name, doc_id, version))
         return _item_ok(index, doc_id, version, "updated" if existing else "created", 200 if existing else 201)
+
+    def _unauthorized(self, op: str, index_name: str, *, creating: bool) -> str | None:
+        """Why a user made through ``_security`` may not do ``op`` on ``index_name`` (None: it may),
+        from the index privileges of its roles, as Elasticsearch grants them: ``create`` needs
+        ``create_doc``/``create``/``index``/``write``/``all``, ``index`` (which may overwrite)
+        ``index``/``write``/``all``, ``delete`` ``delete``/``write``/``all``, and auto-creating the
+        index ``create_index``/``auto_configure``/``manage``/``all``."""
+        user = getattr(self._local, "user", None)
+        if user is None:
+            return None
+        cluster = self.cluster
+        roles = list(cluster.users.get(user, {}).get("roles", []))
+        held: set[str] = set()
+        for role in roles:
+            for entry in cluster.roles.get(role, {}).get("indices", []):
+                if any(fnmatch.fnmatchcase(index_name, n) for n in entry.get("names", [])):
+                    held.update(entry.get("privileges", []))
+        for needed, action in ((_WRITE_PRIVILEGES[op], f"indices:data/write/{op}"),
+                               (_AUTO_CREATE_PRIVILEGES if creating else None, "indices:admin/auto_create")):
+            if needed is not None and not held & set(needed):
+                return (f"action [{action}] is unauthorized for user [{user}] with effective roles "
+                        f"[{','.join(roles)}] on indices [{index_name}], this action is granted by the index "
+                        f"privileges [{','.join(needed)}]")
+        return None
 
     # -- capacity ---------------------------------------------------------------------------
 
@@ -1497,6 +1535,11 @@ def filter_response(payload: Any, filter_path: str) -> Any:
     kept = _filter(payload, compile_filter_path(filter_path))
     return {} if kept is _MISSING else kept
 
+
+#: the index privileges that grant each bulk operation, and the auto-creation of an index
+_WRITE_PRIVILEGES = {"create": ("create_doc", "create", "index", "write", "all"),
+                     "index": ("index", "write", "all"), "delete": ("delete", "write", "all")}
+_AUTO_CREATE_PRIVILEGES = ("create_index", "auto_configure", "manage", "all")
 
 #: the largest external version Elasticsearch accepts (Long.MAX_VALUE - 1: MAX_VALUE is reserved)
 MAX_EXTERNAL_VERSION = 2**63 - 2

@@ -15,11 +15,16 @@ from datetime import timedelta
 import orjson
 import pytest
 import redis
+from elasticsearch import Elasticsearch
 
 from ingest.model import IndexAction
 from ingest.pending import carried
 from ingest.pipeline import Pipeline
+from ingest.sessions.doc import index_prefix as session_index_prefix
 from ingest.settings import load_settings
+from ingest.setup.config import SetupConfig
+from ingest.setup.security import index_patterns, install_security
+from ingest.sinks.elasticsearch import ElasticsearchConfig, ElasticsearchSink, build_client
 from tests.es_double import ESDouble
 from tests.sessions.conftest import FakeClock
 from tests.worker_proc import make_sink, redis_url
@@ -85,3 +90,30 @@ def test_timeout_then_real_logout_overwrites_with_a_higher_version(redis_client:
     assert [(d["_id"], d["_version"]) for d in es.docs() if d["_source"]["type"] == "session"] == [
         (provisional.id, 2)]
     assert sink.stats.items_conflict == 1 and sink.stats.items_rejected == 0
+
+
+def test_the_writer_may_correct_sessions_and_never_overwrite_events(redis_client: redis.Redis) -> None:
+    """The role `audit-ingest setup` makes: a session corrected in place (its own indices carry the
+    `index` privilege), an event never overwritten (create_doc only), as Elasticsearch enforces it."""
+    with ESDouble(auth=("elastic", "elastic-pass")) as es:
+        admin = Elasticsearch(es.url, basic_auth=("elastic", "elastic-pass"))
+        cfg = SetupConfig.model_validate({"writer_password": "writer-pass"})
+        install_security(admin, cfg, index_patterns("audit-", "audit-alerts-"), [f"{session_index_prefix('audit-')}*"])
+        admin.close()
+        esc = ElasticsearchConfig.model_validate({"hosts": [es.url], "username": "audit_ingest",
+                                                  "password": "writer-pass", "max_retries": 0})
+        sink = ElasticsearchSink(build_client(esc), esc, sleep=lambda _: None)
+        clock = FakeClock()
+        pipeline = make_pipeline(redis_client, clock)
+        assert sink.write_batch(pipeline.process([event(LOGIN, 0)]).actions) == []
+        clock.advance(hours=2)
+        pipeline._last_expire = float("-inf")
+        assert sink.write_batch(pipeline.process([event(OTHER, 100)]).actions) == []
+        corrected = pipeline.process([event(LOGOUT, 200)]).actions
+        assert sink.write_batch(corrected) == []
+        (session,) = sessions(corrected)
+        assert session.index.startswith("audit-sessions-") and es.get(session.index, session.id) == session.doc
+        # the same correction in an events index (where sessions used to be) is refused: create_doc only
+        (refused,) = sink.write_batch([IndexAction("audit-2024.05.17", session.id, session.doc, None, 2)])
+        assert (refused.status, refused.error_type) == (403, "security_exception")
+        assert "granted by the index privileges [index,write,all]" in refused.reason
