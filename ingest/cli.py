@@ -162,8 +162,11 @@ def cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
     for batch in _batches(events(), PARSE_BATCH):
         result = pipeline.process(batch)
         for action in result.actions:
-            if args.bulk:
-                out.write(orjson.dumps({"create": {"_index": action.index, "_id": action.id}}) + b"\n")
+            if args.bulk:  # what the sink sends: create, or for sessions index with their external version
+                meta: dict[str, Any] = {"_index": action.index, "_id": action.id}
+                if action.version is not None:
+                    meta.update(version=action.version, version_type="external")
+                out.write(orjson.dumps({"index" if action.version is not None else "create": meta}) + b"\n")
             out.write(orjson.dumps(action.doc) + b"\n")
             kind = action.doc.get("type")
             counts["sessions" if kind == "session" else "alerts" if kind == "alert" else "documents"] += 1
