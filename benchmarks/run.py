@@ -360,7 +360,7 @@ class Workers:
             log = open(workdir / f"worker-{i + 1}.log", "ab")  # noqa: SIM115 - closed in stop()
             self.logs.append(log)
             self.procs.append(subprocess.Popen(
-                [audit_ingest(), "run", "--config", str(write_config(workdir, redis_url, es_url, f"bench-{i + 1}")),
+                [audit_ingest(), "run", "--processes", "1", "--config", str(write_config(workdir, redis_url, es_url, f"bench-{i + 1}")),
                  "--log-level", "WARNING", *extra], stdout=log, stderr=log, cwd=ROOT))
 
     def cpu(self) -> float:

@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--skip-template-check", action="store_true",
                    help="start even if the index template is missing (documents then get dynamic mappings)")
+    p.add_argument("--processes", type=_positive, metavar="N",
+                   help="worker processes (default: worker.processes, else the number of CPUs); 1: no supervisor")
+    p.add_argument("--child-id", help=argparse.SUPPRESS)  # set by ingest.supervisor for its children
+    p.add_argument("--status-file", type=Path, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("setup", help="install the index template, the retention policy, the users and the "
@@ -86,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only this output (repeatable; default: every enabled output)")
     p.set_defaults(func=cmd_notify_test)
     return parser
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
 
 
 def _parse_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -203,12 +214,27 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         log.error("the index template for %s* is not installed: run `audit-ingest setup` first "
                   "(or start with --skip-template-check)", settings.index.prefix)
         return 2
+    processes = args.processes or settings.worker.processes
+    if args.child_id is None and processes != 1:
+        from ingest.supervisor import cpu_count, supervise
+
+        return supervise(args, settings, processes or cpu_count())
+    writer = None
+    if args.child_id is not None:  # a child of ingest.supervisor: its id, metrics through the status file
+        settings.worker.id = args.child_id
+        settings.metrics.enabled = False
     worker, close = build_worker(settings)
+    if args.status_file is not None:
+        from ingest.procmetrics import StatusWriter
+
+        writer = StatusWriter(args.status_file, worker).start()
     tune_gc()
     try:
         worker.install_signal_handlers()
         return worker.run()
     finally:
+        if writer is not None:
+            writer.close()
         close()
 
 
@@ -281,8 +307,9 @@ def cmd_notify_test(args: argparse.Namespace, settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tag = f"[{args.child_id}] ".replace("%", "%%") if getattr(args, "child_id", None) else ""  # a child of `run --processes N`
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=f"%(asctime)s {tag}%(levelname)s %(name)s: %(message)s")
     overrides = _parse_overrides(args) if args.command == "parse" else {}
     try:
         settings = load_settings(args.config, merge_overrides(overrides))
