@@ -39,9 +39,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import redis
+
 from ingest.errors import ConfigError
 from ingest.procmetrics import AggregateServer, Aggregator, supervisor_metrics
-from ingest.sources.redis_list import REDIS_DOWN, default_worker_id
+from ingest.sources.redis_list import default_worker_id
 
 log = logging.getLogger("ingest.supervisor")
 
@@ -135,7 +137,14 @@ class Supervisor:
         with self._lock:
             if self.stopping.is_set():
                 return
-            child.proc = subprocess.Popen(cmd, env=self.env, process_group=0)
+            try:
+                child.proc = subprocess.Popen(cmd, env=self.env, process_group=0)
+            except OSError as e:  # no memory, no more processes: try again later, keep the others running
+                child.quick_exits += 1
+                wait = backoff(child.quick_exits)
+                log.error("cannot start worker %s (%s); trying again in %.0fs", child.worker_id, e, wait)
+                child.restart_at = time.monotonic() + wait
+                return
         child.started, child.started_mono, child.restart_at = time.time(), time.monotonic(), None
         log.info("started worker %s (pid %d)", child.worker_id, child.proc.pid)
 
@@ -175,7 +184,7 @@ class Supervisor:
                 self._release = self._redis.register_script(_RELEASE_DEAD)
             for key, token in beats:
                 self._release(keys=[key], args=[token])
-        except REDIS_DOWN as e:
+        except (redis.RedisError, ConfigError) as e:  # down, refused, bad URL: the TTL frees the id anyway
             log.warning("could not release the heartbeats of %s (%s): it takes its lists back once they expire",
                         child.worker_id, type(e).__name__)
 

@@ -289,3 +289,22 @@ def test_a_child_that_keeps_failing_is_logged_as_a_crash_loop(supervised: Any, r
     assert redis_client.get("filebeat:heartbeat:sup-2") == b"someone-else"  # another process's id: not taken
     assert started(redis_client, "sup-1")  # the other child works on
     sup.stop()
+
+
+def test_a_child_that_cannot_be_started_is_tried_again_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fork failing (no memory, no more processes) must not end the supervisor and its other children."""
+    from ingest.settings import load_settings
+    from ingest.supervisor import Supervisor
+
+    sup = Supervisor(2, "w", [], load_settings(overrides={"metrics": {"enabled": False}}))
+
+    def refuse(*args: Any, **kw: Any) -> Any:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr("ingest.supervisor.subprocess.Popen", refuse)
+    try:
+        sup._start(sup.children[0])
+        child = sup.children[0]
+        assert child.proc is None and child.restart_at is not None and child.quick_exits == 1
+    finally:
+        sup._close()
