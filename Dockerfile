@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# audit-ingest worker image: `audit-ingest run` (default), `setup`, `parse`. Runs as uid 10001:
+# audit-ingest worker image: `audit-ingest run` (default: one worker process per CPU the container may
+# use, AUDIT_INGEST_WORKER__PROCESSES to choose; README "Processes"), `setup`, `parse`. Runs as uid 10001:
 # files it reads from the host (authorized_keys, GeoIP databases) must be readable by that uid.
 #   docker build -t audit-ingest .
 # GeoIP databases are not in the image: mount them (see docker-compose.yml, /usr/share/GeoIP).

@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test lint coverage bench bench-smoke clean
+.PHONY: venv demo test lint coverage bench bench-smoke soak memory clean
 
 # Silent on stdout (progress on stderr): `make demo > out.ndjson` holds only documents.
 $(BIN)/audit-ingest: pyproject.toml
@@ -35,6 +35,16 @@ bench: venv
 
 bench-smoke: venv
 	$(BIN)/python benchmarks/run.py --smoke
+
+# Soak runs (not in CI; benchmarks/soak.py): 5M events with RSS sampled every 10 s, then 30 minutes
+# at 2,000 ev/s with a SIGKILL or an Elasticsearch fault every minute. SOAK_ARGS adds options to both.
+soak: venv
+	$(BIN)/python benchmarks/soak.py --mode rss $(SOAK_ARGS)
+	$(BIN)/python benchmarks/soak.py --mode faults $(SOAK_ARGS)
+
+# What the pipeline's memory holds, cache by cache (tracemalloc; benchmarks/memory.py).
+memory: venv
+	$(BIN)/python benchmarks/memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -350,21 +350,36 @@ class Workers:
 
     template_installed = False
 
-    def __init__(self, n: int, redis_url: str, es_url: str, workdir: Path) -> None:
+    def __init__(self, n: int, redis_url: str, es_url: str, workdir: Path, processes: int = 1) -> None:
+        """``n`` ``run`` commands of ``processes`` worker processes each (ingest/supervisor.py if > 1)."""
         extra = [] if Workers.template_installed else ["--skip-template-check"]
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs = []
         self.workdir = workdir
         self.ids = [f"bench-{i + 1}" for i in range(n)]
+        if processes > 1:  # the supervisor's children: <id>-<k>
+            self.ids = [f"{wid}-{k}" for wid in self.ids for k in range(1, processes + 1)]
         for i in range(n):
             log = open(workdir / f"worker-{i + 1}.log", "ab")  # noqa: SIM115 - closed in stop()
             self.logs.append(log)
+            config = str(write_config(workdir, redis_url, es_url, f"bench-{i + 1}"))
             self.procs.append(subprocess.Popen(
-                [audit_ingest(), "run", "--config", str(write_config(workdir, redis_url, es_url, f"bench-{i + 1}")),
+                [audit_ingest(), "run", "--processes", str(processes), "--config", config,
                  "--log-level", "WARNING", *extra], stdout=log, stderr=log, cwd=ROOT))
 
+    def pids(self) -> list[int]:
+        """The ``run`` processes and, under a supervisor, its children."""
+        out = []
+        for p in self.procs:
+            out.append(p.pid)
+            try:
+                out += [int(c) for c in Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()]
+            except OSError:
+                pass
+        return out
+
     def cpu(self) -> float:
-        return sum(cpu_seconds(p.pid) for p in self.procs)
+        return sum(cpu_seconds(pid) for pid in self.pids())
 
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.procs)
@@ -372,9 +387,9 @@ class Workers:
     def peak_rss_mb(self) -> float:
         """Largest VmHWM of the workers, in MB."""
         peak = 0.0
-        for p in self.procs:
+        for pid in self.pids():
             try:
-                for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
                         peak = max(peak, int(line.split()[1]) / 1024)
             except OSError:
@@ -429,13 +444,13 @@ class Drain:
 
 
 def drain_rate(n_workers: int, events: list[bytes], redis_server: Any, es: EsServer, workdir: Path,
-               timeout: float) -> Drain:
+               timeout: float, processes: int = 1) -> Drain:
     """Events/s from first pop to last ack, the workers' peak RSS, CPU per event, a note."""
     client = redis_server.client(db=1)
     client.flushdb()
     push(client, events)
     total = len(events)
-    workers = Workers(n_workers, f"redis://127.0.0.1:{redis_server.port}/1", es.url, workdir)
+    workers = Workers(n_workers, f"redis://127.0.0.1:{redis_server.port}/1", es.url, workdir, processes)
     note = ""
     try:
         deadline = time.monotonic() + timeout
@@ -619,12 +634,13 @@ def end_to_end(n_e2e: int, sizes: Sizes, runs: int, out: Any) -> list[Row]:
     failed = False
     timeout = max(120.0, n_e2e / 500)
     try:
-        results: dict[int, list[Drain]] = {1: [], 2: []}
+        results: dict[int, list[Drain]] = {1: [], 2: [], 3: []}
         rss: list[float] = []
         notes: dict[int, str] = {}
-        for n_workers in (1, 2):
+        for n_workers in (1, 2, 3):  # 3: one `run --processes 2` (the supervisor and two children)
             for _ in range(e2e_runs):
-                drain = drain_rate(n_workers, events, redis_server, es, workdir, timeout)
+                drain = (drain_rate(1, events, redis_server, es, workdir, timeout, processes=2) if n_workers == 3
+                         else drain_rate(n_workers, events, redis_server, es, workdir, timeout))
                 if n_workers == 1:
                     rss.append(drain.rss_mb)
                 if drain.rate is None:
@@ -653,6 +669,11 @@ def end_to_end(n_e2e: int, sizes: Sizes, runs: int, out: Any) -> list[Row]:
                         (rate(two) + (f" ({two / one:.2f}x one)" if one else "") + cpu_two) if two
                         else f"failed: {notes.get(2)}",
                         "> 1 worker", bool(one and two and two > one)))
+        procs2, cpu_procs2 = median(3)
+        rows.append(Row(f"end-to-end, one `run --processes 2` {label}",
+                        (rate(procs2) + (f" ({procs2 / one:.2f}x one process)" if one else "") + cpu_procs2)
+                        if procs2 else f"failed: {notes.get(3)}",
+                        "> 1 process", bool(one and procs2 and procs2 > one)))
         ceiling_doc = new_pipeline().process(events[:1]).actions[0].doc  # a real document, not a toy one
         measured = [ceiling(es, sizes.ceiling_docs, BATCH, ceiling_doc) for _ in range(runs)]
         top = statistics.median(m[0] for m in measured)

@@ -53,12 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
                                             "timestamps; default: now, or Filebeat's @timestamp)")
     p.add_argument("--no-sessions", action="store_true", help="do not pair logins and logouts")
     p.add_argument("--bulk", action="store_true", help="print Elasticsearch _bulk NDJSON (create action + document)")
+    p.add_argument("--jobs", type=_positive, default=1, metavar="N",
+                   help="parse in N processes (pairing and detection stay in this one, in input order: the "
+                        "output is the same as with 1, the default)")
     p.set_defaults(func=cmd_parse)
 
     p = sub.add_parser("run", help="the worker: Filebeat events from Redis into Elasticsearch (SIGTERM to stop)")
     _common(p)
     p.add_argument("--skip-template-check", action="store_true",
                    help="start even if the index template is missing (documents then get dynamic mappings)")
+    p.add_argument("--processes", type=_positive, metavar="N",
+                   help="worker processes (default: worker.processes, else the number of CPUs); 1: no supervisor")
+    p.add_argument("--child-id", help=argparse.SUPPRESS)  # set by ingest.supervisor for its children
+    p.add_argument("--status-file", type=Path, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("setup", help="install the index template, the retention policy, the users and the "
@@ -86,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only this output (repeatable; default: every enabled output)")
     p.set_defaults(func=cmd_notify_test)
     return parser
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
 
 
 def _parse_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -146,6 +160,7 @@ def cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(f"--reference-time is not an ISO 8601 time: {args.reference_time!r}") from e
     clock = (lambda: read_at) if read_at is not None else None
     pipeline = Pipeline.from_settings(settings, clock=clock)
+    pipeline.expire_interval = 0  # timed-out sessions looked for after every batch: output independent of speed
     tune_gc()
     out = sys.stdout.buffer
     counts = {"documents": 0, "sessions": 0, "alerts": 0, "dead": 0}
@@ -159,18 +174,19 @@ def cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
                 log.error("cannot read %s: %s", path, e.strerror or e)
                 failed.append(path)
 
-    for batch in _batches(events(), PARSE_BATCH):
-        result = pipeline.process(batch)
-        for action in result.actions:
-            if args.bulk:  # what the sink sends: create, or for sessions index with their external version
-                meta: dict[str, Any] = {"_index": action.index, "_id": action.id}
-                if action.version is not None:
-                    meta.update(version=action.version, version_type="external")
-                out.write(orjson.dumps({"index" if action.version is not None else "create": meta}) + b"\n")
-            out.write(orjson.dumps(action.doc) + b"\n")
-            kind = action.doc.get("type")
+    from ingest.parse_jobs import process_parallel, rows
+
+    if args.jobs > 1:
+        results = process_parallel(pipeline, _batches(events(), PARSE_BATCH), args.jobs, settings, read_at)
+    else:
+        results = ((rows(r), r.dead) for r in map(pipeline.process, _batches(events(), PARSE_BATCH)))
+    for docs, deads in results:
+        for index, doc_id, line, doc, kind in docs:
+            if args.bulk:
+                out.write(_bulk_action(index, doc_id, doc if kind == "session" else None) + b"\n")
+            out.write((line if line is not None else orjson.dumps(doc)) + b"\n")
             counts["sessions" if kind == "session" else "alerts" if kind == "alert" else "documents"] += 1
-        for dead in result.dead:
+        for dead in deads:
             counts["dead"] += 1
             error = {"error": {"stage": dead.stage, "code": dead.error_code, "reason": dead.reason},
                      "raw": dead.raw.decode("utf-8", "replace")}
@@ -180,6 +196,17 @@ def cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
     out.flush()
     log.info("%(documents)d documents, %(sessions)d sessions, %(alerts)d alerts, %(dead)d dead letters", counts)
     return 1 if failed else 0
+
+
+def _bulk_action(index: str, doc_id: str, session: dict[str, Any] | None) -> bytes:
+    """The action line the sink sends: ``create``, or for a session document ``index`` with its
+    external version (ingest.sessions.doc.version)."""
+    if session is None:
+        return orjson.dumps({"create": {"_index": index, "_id": doc_id}})
+    from ingest.sessions.doc import version
+
+    return orjson.dumps({"index": {"_index": index, "_id": doc_id, "version": version(session),
+                                   "version_type": "external"}})
 
 
 def _template_present(settings: Settings) -> bool | None:
@@ -206,12 +233,27 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         log.error("the index template for %s* is not installed: run `audit-ingest setup` first "
                   "(or start with --skip-template-check)", settings.index.prefix)
         return 2
+    processes = args.processes or settings.worker.processes
+    if args.child_id is None and processes != 1:
+        from ingest.supervisor import cpu_count, supervise
+
+        return supervise(args, settings, processes or cpu_count())
+    writer = None
+    if args.child_id is not None:  # a child of ingest.supervisor: its id, metrics through the status file
+        settings.worker.id = args.child_id
+        settings.metrics.enabled = False
     worker, close = build_worker(settings)
+    if args.status_file is not None:
+        from ingest.procmetrics import StatusWriter
+
+        writer = StatusWriter(args.status_file, worker).start()
     tune_gc()
     try:
         worker.install_signal_handlers()
         return worker.run()
     finally:
+        if writer is not None:
+            writer.close()
         close()
 
 
@@ -284,8 +326,9 @@ def cmd_notify_test(args: argparse.Namespace, settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tag = f"[{args.child_id}] ".replace("%", "%%") if getattr(args, "child_id", None) else ""  # a child of `run --processes N`
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=f"%(asctime)s {tag}%(levelname)s %(name)s: %(message)s")
     overrides = _parse_overrides(args) if args.command == "parse" else {}
     try:
         settings = load_settings(args.config, merge_overrides(overrides))

@@ -51,6 +51,9 @@ class Pipeline:
         self.index_prefix = index_prefix
         self.clock = clock
         self._last_expire = float("-inf")
+        #: seconds between two scans for timed-out sessions; 0: after every batch (``parse``: its
+        #: output then does not depend on how fast it ran)
+        self.expire_interval = EXPIRE_INTERVAL
         #: later stages that see the finished documents (and their ids) and may add their own (detections)
         self.post = post or []
         #: derived documents (sessions, alerts) pending until their batch is acknowledged (Redis only)
@@ -94,6 +97,12 @@ class Pipeline:
         return pipeline
 
     def process(self, raws: list[bytes]) -> BatchResult:
+        return self.finish_batch(*self.parse_batch(raws))
+
+    def parse_batch(self, raws: list[bytes]) -> tuple[BatchResult, list[dict[str, Any]], list[str]]:
+        """Decode, route, parse, enrich: the part of :meth:`process` that needs no state shared
+        between batches (``parse --jobs N`` runs it in other processes); the result's actions
+        hold the documents of ``docs``, whose ids are ``ids``."""
         result = BatchResult()
         docs: list[dict[str, Any]] = []
         kept: list[Routed] = []
@@ -126,10 +135,15 @@ class Pipeline:
         ids = [r.document_id() for r in kept]
         result.actions = [IndexAction(index_for(doc.get("@timestamp"), prefix), doc_id, doc, r.raw)
                           for doc, doc_id, r in zip(docs, ids, kept, strict=True)]
+        return result, docs, ids
+
+    def finish_batch(self, result: BatchResult, docs: list[dict[str, Any]], ids: list[str]) -> BatchResult:
+        """Pair sessions and detect on a parsed batch, in order: the stateful part of :meth:`process`."""
+        prefix = self.index_prefix
         if self.pairer is not None:
             closed = self.pairer.process_batch(docs)
             tick = time.monotonic()
-            if tick - self._last_expire >= EXPIRE_INTERVAL:  # timeouts are hours: no need to scan every batch
+            if tick - self._last_expire >= self.expire_interval:  # timeouts are hours: no need to scan every batch
                 self._last_expire = tick
                 closed += self.pairer.expire()
             sessions = session_index_prefix(prefix)

@@ -40,6 +40,9 @@ DEFAULT_PATH_ROUTES: list[tuple[str, str]] = [
 ]
 
 
+#: entries of the path -> kind cache (ingest.caches); a full cache starts over
+PATH_CACHE_LIMIT = 10_000
+
 class RoutingConfig(BaseModel):
     """How an event's kind is chosen."""
 
@@ -108,7 +111,7 @@ class Router:
         found = self._path_cache.get(path, "")
         if found == "":
             found = next((kind for glob, kind in self._routes if fnmatch.fnmatchcase(path, glob)), None)
-            if len(self._path_cache) > 10_000:
+            if len(self._path_cache) > PATH_CACHE_LIMIT:
                 self._path_cache.clear()
             self._path_cache[path] = found
         return found

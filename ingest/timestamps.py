@@ -41,7 +41,8 @@ from ingest.document import format_timestamp
 
 _MONTHS = {name: number for number, name in enumerate(calendar.month_abbr) if name}
 #: entries per cache (texts of recent seconds: lines arrive roughly in time order); a full cache starts over
-_CACHE_LIMIT = 20_000
+CACHE_LIMIT = 20_000  #: entries of each cache of SyslogClock (ingest.caches)
+_CACHE_LIMIT = CACHE_LIMIT
 _DAY = timedelta(days=1)
 
 

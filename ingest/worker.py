@@ -82,6 +82,11 @@ class WorkerConfig(BaseModel):
                                                  "next batch of any worker once this long has passed "
                                                  "(ingest.pending).")
 
+    processes: int | None = Field(None, ge=1, description="Worker processes `run` starts (its own worker id "
+                                                          "each, <id>-<k>, restarted if one dies; metrics of all "
+                                                          "on one port); default: the number of CPUs; 1: one "
+                                                          "process, no supervisor (ingest/supervisor.py).")
+
     def worker_id(self) -> str:
         return self.id or default_worker_id()
 

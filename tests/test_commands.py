@@ -161,4 +161,4 @@ def test_run_starts_when_elasticsearch_is_unreachable(monkeypatch: pytest.Monkey
     monkeypatch.setattr("ingest.worker.build_worker", lambda s: (type("W", (), {
         "install_signal_handlers": lambda self: None, "run": lambda self: started.append(1) or 0})(), lambda: None))
     monkeypatch.setenv("AUDIT_INGEST_ELASTICSEARCH__HOSTS", f'["http://127.0.0.1:{free_port()}"]')
-    assert main(["run"]) == 0 and started == [1]
+    assert main(["run", "--processes", "1"]) == 0 and started == [1]

@@ -174,7 +174,7 @@ def _read_pairs(text: str) -> tuple[dict[str, Any], bool]:
                 elif old != value:
                     log[key] = [old, value]
     decoded = {}
-    for key in _HEX_KEYS.intersection(log):
+    for key in [k for k in log if k in _HEX_KEYS]:  # in order: output independent of the hash seed
         value = log[key]
         if type(value) is str and value[0] != '"' and value[0] != "'":
             text_value = _unhex(value, key == "proctitle")
@@ -193,7 +193,7 @@ def _read_pairs(text: str) -> tuple[dict[str, Any], bool]:
             del log[key]
     if decoded:  # after unquoting: a decoded value may begin with a quote of its own
         log.update(decoded)
-    for key in _KEY_ALIASES.keys() & log.keys():
+    for key in [k for k in log if k in _KEY_ALIASES]:  # in order: output independent of the hash seed
         log[_KEY_ALIASES[key]] = log.pop(key)
     return log, repeated
 
@@ -381,7 +381,7 @@ def _parse_into(doc: dict[str, Any], text: str, table: RecordTable) -> None:
         if avc is not None:
             log["seresult"] = avc.group(1)
             log["seperms"] = avc.group(2).split()
-    for key in _INT_KEYS.intersection(log):
+    for key in [k for k in log if k in _INT_KEYS]:  # in the record's order: output independent of the hash seed
         value = log[key]
         if type(value) is str:
             if value.isdigit():

@@ -273,14 +273,24 @@ class RuleSet:
     rules: list[Rule]
     #: forms tried on the message after the header (first match), with their literal start ('' if none)
     unwrap: list[tuple[str, Grok]] = field(default_factory=list)
+    #: per program some rule names; every other program shares one list (the rules for any
+    #: program), so the cache holds at most one entry per program the rules name, whatever
+    #: program names the lines carry (ingest.caches)
     _by_program: dict[str, list[Rule]] = field(default_factory=dict)
+    _others: list[Rule] | None = None
 
     def candidates(self, program: str | None) -> list[Rule]:
         key = (program or "").lower()
         found = self._by_program.get(key)
         if found is None:
-            found = [r for r in self.rules if r.programs is None or key in r.programs]
-            self._by_program[key] = found
+            if self._others is None:
+                self._others = [r for r in self.rules if r.programs is None]
+                named = {p for r in self.rules if r.programs is not None for p in r.programs}
+                for name in named:
+                    self._by_program[name] = [r for r in self.rules if r.programs is None or name in r.programs]
+                found = self._by_program.get(key)
+            if found is None:
+                return self._others
         return found
 
 
