@@ -41,6 +41,8 @@ def run_steps(pipeline: Any, events: list[bytes], *, stop_after: str = "encode",
     """
     from ingest.model import IndexAction
     from ingest.parsers.base import LineContext
+    from ingest.sessions.doc import index_prefix as session_index_prefix
+    from ingest.sessions.doc import version as session_version
     from ingest.sinks.elasticsearch import index_for
 
     last = STEPS.index(stop_after)
@@ -96,8 +98,10 @@ def run_steps(pipeline: Any, events: list[bytes], *, stop_after: str = "encode",
         if done("index", t):
             continue
         t = tick()
+        sessions = session_index_prefix(pipeline.index_prefix)
         for doc_id, doc in pipeline.pairer.process_batch(docs):
-            actions.append(IndexAction(index_for(doc.get("@timestamp"), pipeline.index_prefix), doc_id, doc, None))
+            actions.append(IndexAction(index_for(doc.get("@timestamp"), sessions), doc_id, doc, None,
+                                       session_version(doc)))
         if done("sessions", t):
             continue
         t = tick()

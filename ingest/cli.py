@@ -183,7 +183,7 @@ def cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
     for docs, deads in results:
         for index, doc_id, line, doc, kind in docs:
             if args.bulk:
-                out.write(orjson.dumps({"create": {"_index": index, "_id": doc_id}}) + b"\n")
+                out.write(_bulk_action(index, doc_id, doc if kind == "session" else None) + b"\n")
             out.write((line if line is not None else orjson.dumps(doc)) + b"\n")
             counts["sessions" if kind == "session" else "alerts" if kind == "alert" else "documents"] += 1
         for dead in deads:
@@ -196,6 +196,17 @@ def cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
     out.flush()
     log.info("%(documents)d documents, %(sessions)d sessions, %(alerts)d alerts, %(dead)d dead letters", counts)
     return 1 if failed else 0
+
+
+def _bulk_action(index: str, doc_id: str, session: dict[str, Any] | None) -> bytes:
+    """The action line the sink sends: ``create``, or for a session document ``index`` with its
+    external version (ingest.sessions.doc.version)."""
+    if session is None:
+        return orjson.dumps({"create": {"_index": index, "_id": doc_id}})
+    from ingest.sessions.doc import version
+
+    return orjson.dumps({"index": {"_index": index, "_id": doc_id, "version": version(session),
+                                   "version_type": "external"}})
 
 
 def _template_present(settings: Settings) -> bool | None:

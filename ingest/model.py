@@ -11,7 +11,8 @@ from typing import Any
 
 @dataclass(slots=True)
 class IndexAction:
-    """One document to index with the ``create`` op type.
+    """One document to index with the ``create`` op type, or with ``index`` and an external
+    ``version`` when one is given (session documents: a later version corrects an earlier one).
 
     ``raw`` is the Redis entry the document came from (kept so that a rejected document can be
     dead-lettered with its original input); ``None`` for documents the pipeline made itself
@@ -22,6 +23,7 @@ class IndexAction:
     id: str
     doc: dict[str, Any]
     raw: bytes | None = None
+    version: int | None = None
 
 
 @dataclass(slots=True)

@@ -24,8 +24,11 @@ from ingest.parsers import syslog_rules as _rules  # noqa: F401
 from ingest.parsers import teleport as _teleport  # noqa: F401
 from ingest.parsers.base import REGISTRY, LineContext, Parser
 from ingest.parsers.resources import ParserResources
+from ingest.pending import PendingDocs
 from ingest.route import Routed, Router, quote
 from ingest.sessions import SessionPairer
+from ingest.sessions.doc import index_prefix as session_index_prefix
+from ingest.sessions.doc import version as session_version
 from ingest.sinks.elasticsearch import index_for
 
 log = logging.getLogger(__name__)
@@ -39,7 +42,8 @@ EXPIRE_INTERVAL = 1.0
 class Pipeline:
     def __init__(self, *, router: Router, parsers: dict[str, Parser], enrichers: list[Enricher],
                  pairer: SessionPairer | None = None, index_prefix: str = "audit-",
-                 clock: Clock = lambda: datetime.now(UTC), post: list[Any] | None = None) -> None:
+                 clock: Clock = lambda: datetime.now(UTC), post: list[Any] | None = None,
+                 pending: PendingDocs | None = None) -> None:
         self.router = router
         self.parsers = parsers
         self.enrichers = enrichers
@@ -52,6 +56,8 @@ class Pipeline:
         self.expire_interval = EXPIRE_INTERVAL
         #: later stages that see the finished documents (and their ids) and may add their own (detections)
         self.post = post or []
+        #: derived documents (sessions, alerts) pending until their batch is acknowledged (Redis only)
+        self.pending = pending
 
     @classmethod
     def from_settings(cls, settings: Any, redis_client: Any = None, *, clock: Clock | None = None) -> Pipeline:
@@ -69,11 +75,15 @@ class Pipeline:
         parsers = {kind: cls_(resources) for kind, cls_ in REGISTRY.items()}
         enrichers: list[Enricher] = [GeoIpEnricher.from_config(settings.geoip),
                                      KeyOwnerEnricher.from_config(settings.keys)]
+        pending = None
+        if redis_client is not None:
+            pending = PendingDocs(redis_client, f"{settings.redis.key}:pending:",
+                                  session_index_prefix=session_index_prefix(settings.index.prefix), lease_ms=int(settings.worker.derived_lease.total_seconds() * 1000))
         pairer = None
         if settings.sessions.enabled:
             store = (RedisSessionStore(redis_client, settings.sessions) if redis_client is not None
                      else MemorySessionStore(settings.sessions))
-            pairer = SessionPairer(store, clock=clock) if clock else SessionPairer(store)
+            pairer = SessionPairer(store, clock=clock, pending=pending) if clock else SessionPairer(store, pending=pending)
         d = settings.detect
         post = []
         if d.enabled:
@@ -81,7 +91,7 @@ class Pipeline:
                             else MemoryDetectionStore())
             post.append(DetectionStage(detect_store, d, clock) if clock else DetectionStage(detect_store, d))
         pipeline = cls(router=Router(settings.routing), parsers=parsers, enrichers=enrichers, pairer=pairer,
-                       index_prefix=settings.index.prefix, post=post)
+                       index_prefix=settings.index.prefix, post=post, pending=pending)
         if clock is not None:
             pipeline.clock = clock
         return pipeline
@@ -136,10 +146,15 @@ class Pipeline:
             if tick - self._last_expire >= self.expire_interval:  # timeouts are hours: no need to scan every batch
                 self._last_expire = tick
                 closed += self.pairer.expire()
+            sessions = session_index_prefix(prefix)
             for doc_id, doc in closed:
-                result.actions.append(IndexAction(index_for(doc.get("@timestamp"), prefix), doc_id, doc, None))
+                result.actions.append(IndexAction(index_for(doc.get("@timestamp"), sessions), doc_id, doc, None,
+                                                  session_version(doc)))
         for stage in self.post:  # detections: they see the batch's documents and their ids
-            result.actions.extend(stage.process_batch(docs, ids))
+            derived = stage.process_batch(docs, ids)
+            if derived and self.pending is not None:
+                self.pending.add(derived)  # pending until the batch is acknowledged (ingest.pending)
+            result.actions.extend(derived)
         return result
 
     @staticmethod

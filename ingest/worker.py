@@ -32,7 +32,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -46,6 +46,7 @@ from ingest.deadletter import DeadLetterStore
 from ingest.errors import ConfigError, SinkUnavailable, SourceUnavailable
 from ingest.metrics import Metrics
 from ingest.model import BatchResult, DeadLetter, IndexAction, Rejected
+from ingest.pending import carried
 from ingest.route import quote
 from ingest.sources.redis_list import RedisListSource, default_worker_id, mask_url
 
@@ -75,6 +76,11 @@ class WorkerConfig(BaseModel):
                                             "processed: a second processing list, <worker-id>#2, holds it. "
                                             "At most two batches are held; the second only while "
                                             "Elasticsearch answers without failures.")
+    derived_lease: timedelta = Field(timedelta(seconds=60),
+                                     description="A session document or alert made by a batch that was not "
+                                                 "acknowledged (worker killed, batch given back) is carried by the "
+                                                 "next batch of any worker once this long has passed "
+                                                 "(ingest.pending).")
 
     processes: int | None = Field(None, ge=1, description="Worker processes `run` starts (its own worker id "
                                                           "each, <id>-<k>, restarted if one dies; metrics of all "
@@ -118,6 +124,8 @@ class Worker:
         self.deadletters = deadletters
         #: queues the notifications of a batch's alerts with its ack (None: no notify outputs)
         self.notifier = notifier
+        #: derived documents pending until a batch carrying them is acknowledged (ingest.pending)
+        self.pending = getattr(pipeline, "pending", None)
         self.metrics = metrics or Metrics()
         self.config = config or WorkerConfig.model_validate({})
         #: set as soon as a stop is asked for: no new batch is taken
@@ -303,6 +311,8 @@ class Worker:
         if not raws:
             if inflight is not None:
                 self._complete()
+            elif self.pending is not None:  # idle: pending derived documents do not wait for events
+                self._carry_pending()
             self.metrics.loop_ran("idle")
             return
         try:
@@ -320,6 +330,8 @@ class Worker:
         started = time.monotonic()
         self.metrics.events_in.inc(len(raws))
         result = self._process(raws)
+        if self.pending is not None:  # derived documents of unacknowledged batches, lease over
+            result.actions += self.pending.reclaim(result.actions)
         self.metrics.loop_ran("indexing")
         if self._inflight is not None:
             self._complete()
@@ -373,7 +385,7 @@ class Worker:
         dead = list(result.dead) + [self._rejected_letter(r) for r in rejected]
         indexed = len(result.actions) - len(rejected)
         pending = self.notifier.pending(result.actions, rejected) if self.notifier is not None else None
-        self._ack(dead, batch.source, pending)
+        self._ack(dead, batch.source, pending, carried(result.actions) if self.pending is not None else ())
         self.metrics.events_indexed.inc(indexed)
         made = {"session": 0, "alert": 0}
         for action in result.actions:
@@ -448,22 +460,36 @@ class Worker:
         raw = r.action.raw if r.action.raw is not None else orjson.dumps(r.action.doc, default=str)
         return DeadLetter(raw, "index", r.error_type or "rejected", r.reason, r.status or None)
 
-    def _ack(self, dead: list[DeadLetter], slot: RedisListSource | None = None, pending: Pending | None = None
-             ) -> None:
+    def _ack(self, dead: list[DeadLetter], slot: RedisListSource | None = None, pending: Pending | None = None,
+             derived: Sequence[str] = ()) -> None:
         source = slot or self.source
         entries = self.deadletters.entries(dead)
-        notifier = self.notifier
-        if notifier is None or not pending:
+        notifier = self.notifier if pending else None
+        if notifier is None and not derived:
             self._retry_redis("ack", lambda: source.ack(entries, self.deadletters.key, self.deadletters.max_length))
-        else:  # the alerts' notifications are queued in the ack's own transaction (ingest.notify.hook)
+        else:  # in the ack's own transaction: the alerts' notifications (ingest.notify.hook), then the
+            # derived documents the batch carried leave the pending set (ingest.pending)
             def before(pipe: Any) -> None:
-                notifier.queue_in(pipe, source.processing_key, pending)
+                if notifier is not None and pending:
+                    notifier.queue_in(pipe, source.processing_key, pending)
+                if self.pending is not None:
+                    self.pending.queue_done(pipe, derived)
             self._retry_redis("ack", lambda: source.ack(entries, self.deadletters.key, self.deadletters.max_length,
                                                         before=before))
-            if source.last_before:
+            if notifier is not None and pending and source.last_before:
                 notifier.record(source.last_before[0], pending)
         if source.last_trimmed:
             self.metrics.dead_trimmed.inc(source.last_trimmed)
+
+    def _carry_pending(self) -> None:
+        assert self.pending is not None
+        try:
+            self.pending.carry(self._write, lambda rs: self.deadletters.entries([self._rejected_letter(r) for r in rs]),
+                               self.deadletters.key, self.deadletters.max_length)
+        except SinkUnavailable as e:
+            log.warning("pending session/alert documents not indexed (%s); they stay pending", e)
+        except SourceUnavailable as e:
+            self._redis_failed(e)
 
     def _retry_redis(self, what: str, fn: Callable[[], Any]) -> None:
         """Redis calls that must happen (ack, give back): retried until they succeed, or until a

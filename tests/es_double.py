@@ -8,6 +8,10 @@ documented contract where our code depends on it:
 * ``_bulk`` parses NDJSON (``create``, ``index``, ``delete``), answers ``took``/``errors``/``items``
   in request order, ``create`` of an existing ``_id`` is item status 409
   ``version_conflict_engine_exception``; malformed bodies fail the whole request with 400;
+  external versioning (``version`` + ``version_type`` ``external``/``external_gt``/``external_gte``
+  on ``index``): stored with the given version only if it is above the stored one (``external_gte``:
+  not below), else item 409 ``version_conflict_engine_exception``; ``create`` with an external
+  version, or a ``version`` with internal versioning, fails the request with 400, as in 8.x;
 * composable index templates (``_index_template``, with ``composed_of`` component templates) are
   applied when an index is auto-created, and their ``mappings`` reject documents whose values
   cannot be coerced (``long``, ``ip``, ``date``, ``boolean``, ``geo_point``, objects vs values,
@@ -39,9 +43,13 @@ Every request is recorded (:attr:`ESDouble.requests`) and every applied write to
 (:attr:`ESDouble.writes`); :meth:`ESDouble.docs`, :meth:`ESDouble.count_by_id` and
 :meth:`ESDouble.assert_exactly_once` read the result back.
 
+Security: with ``auth``/``api_key`` set, that user or key may do anything; users made through
+``_security/user`` (with roles from ``_security/role``) may log in too, and their bulk items are
+authorized by their roles' index privileges (item 403 ``security_exception`` otherwise).
+
 Not modelled: shards/replicas, refresh intervals (only explicit refreshes), ``update`` actions,
-queries other than ``match_all``/``term``/``ids``, data streams, security beyond one user or
-API key.
+queries other than ``match_all``/``term``/``ids``, data streams, cluster privileges, privileges
+of requests other than bulk items.
 """
 
 from __future__ import annotations
@@ -810,6 +818,7 @@ class ESDouble:
         self._port = port
         self._auth = auth
         self._api_key = api_key
+        self._local = threading.local()  # the user of the request this handler thread serves
         self._faults_lock = threading.Lock()
         self._item_faults: list[ItemFault] = []
         self._request_faults: list[RequestFault] = []
@@ -1005,28 +1014,34 @@ class ESDouble:
 
     # -- dispatch ---------------------------------------------------------------------------
 
-    def _check_auth(self, handler: _Handler) -> None:
+    def _check_auth(self, handler: _Handler) -> str | None:
+        """Who is asking: None for no security, the configured user or API key (superuser), else
+        the name of a user made through ``_security/user`` (whose roles then authorize writes)."""
         if self._auth is None and self._api_key is None:
-            return
+            return None
         header = handler.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
-        if self._auth is not None and scheme == "Basic":
+        if scheme == "Basic":
             try:
                 user, _, password = base64.b64decode(value).decode().partition(":")
             except ValueError:
                 user = password = ""
-            if (user, password) == self._auth:
-                return
+            if self._auth is not None and (user, password) == self._auth:
+                return None
+            with self.cluster.lock:
+                made = self.cluster.users.get(user)
+            if made is not None and made.get("password") == password and password:
+                return user
         if self._api_key is not None and scheme == "ApiKey":
             if value in (self._api_key, base64.b64encode(self._api_key.encode()).decode()):
-                return
+                return None
         raise EsError(401, "security_exception", "missing authentication credentials for REST request",
                       header={"WWW-Authenticate": ['Basic realm="security" charset="UTF-8"', "ApiKey"]})
 
     def _dispatch(self, handler: _Handler, path: str, query: dict[str, str],
                   body: bytes | None) -> tuple[int, Any]:
         try:
-            self._check_auth(handler)
+            self._local.user = self._check_auth(handler)
             if body is not None:
                 ctype = handler.headers.get("Content-Type", "").split(";")[0].strip().lower()
                 if ctype not in _ACCEPTED_CONTENT_TYPES:
@@ -1251,7 +1266,7 @@ class ESDouble:
         lines = body.split(b"\n")
         lines.pop()  # the empty string after the final newline
         parse_sources = self.parse_sources
-        ops: list[tuple[str, str, str | None, Any]] = []
+        ops: list[tuple[str, str, str | None, Any, tuple[int, str] | None]] = []
         i = 0
         loads = orjson.loads
         while i < len(lines):
@@ -1291,7 +1306,7 @@ class ESDouble:
                     source = _Raw(raw) if raw[:1] == b"{" and raw[-1:] == b"}" else _MALFORMED
             elif doc_id is None:
                 raise EsError(400, "action_request_validation_exception", "Validation Failed: 1: id is missing;")
-            ops.append((op, index, None if doc_id is None else str(doc_id), source))
+            ops.append((op, index, None if doc_id is None else str(doc_id), source, _versioning(op, params)))
             i += 1
         if not ops:
             raise EsError(400, "action_request_validation_exception", "Validation Failed: 1: no requests added;")
@@ -1299,8 +1314,8 @@ class ESDouble:
         errors = False
         refresh = query.get("refresh") in ("", "true", "wait_for")
         with self.cluster.lock:
-            for op, index, doc_id, source in ops:
-                item = self._apply(op, index, doc_id, source)
+            for op, index, doc_id, source, versioning in ops:
+                item = self._apply(op, index, doc_id, source, versioning)
                 if "error" in item:
                     errors = True
                 items.append({op: item})
@@ -1309,7 +1324,8 @@ class ESDouble:
                     index.visible = set(index.docs)
         return {"errors": errors, "took": int((time.perf_counter() - started) * 1000), "items": items}
 
-    def _apply(self, op: str, index_name: str, doc_id: str | None, source: Any) -> dict[str, Any]:
+    def _apply(self, op: str, index_name: str, doc_id: str | None, source: Any,
+               versioning: tuple[int, str] | None = None) -> dict[str, Any]:
         cluster = self.cluster
         if doc_id is None:
             doc_id = base64.urlsafe_b64encode(uuid.uuid4().bytes[:15]).decode()
@@ -1319,6 +1335,9 @@ class ESDouble:
             return _item_error(index_name, doc_id, fault.status, fault.error_type or type_,
                                (fault.reason or reason).format(index=index_name))
         index = cluster.indices.get(index_name)
+        denied = self._unauthorized(op, index_name, creating=index is None and op != "delete")
+        if denied is not None:
+            return _item_error(index_name, doc_id, 403, "security_exception", denied)
         if index is None:
             if op == "delete":
                 return {"_index": index_name, "_id": doc_id, "status": 404, "error": {
@@ -1358,6 +1377,14 @@ class ESDouble:
             return _item_error(index.name, doc_id, 409, "version_conflict_engine_exception",
                                f"[{doc_id}]: version conflict, document already exists (current version "
                                f"[{existing.version}])", index_uuid=index.uuid, shard="0", index=index.name)
+        if versioning is not None and existing is not None:
+            given, vtype = versioning
+            if given < existing.version or (given == existing.version and vtype != "external_gte"):
+                relation = "higher than" if vtype == "external_gte" else "higher or equal to"
+                return _item_error(index.name, doc_id, 409, "version_conflict_engine_exception",
+                                   f"[{doc_id}]: version conflict, current version [{existing.version}] is "
+                                   f"{relation} the one provided [{given}]", index_uuid=index.uuid, shard="0",
+                                   index=index.name)
         if self.check_mappings or cluster.rules:
             mapper = _Mapper(index, doc_id, cluster.parsing_error_type)
             try:
@@ -1380,10 +1407,34 @@ class ESDouble:
                                        f"adding new fields [{added}]")
                 index.mappings["fields"].update(mapper.new)
         index.seq_no += 1
-        version = existing.version + 1 if existing else 1
+        version = versioning[0] if versioning is not None else (existing.version + 1 if existing else 1)
         index.docs[doc_id] = StoredDoc(source, version, index.seq_no, raw)
         self.writes.append(Write(op, index.name, doc_id, version))
         return _item_ok(index, doc_id, version, "updated" if existing else "created", 200 if existing else 201)
+
+    def _unauthorized(self, op: str, index_name: str, *, creating: bool) -> str | None:
+        """Why a user made through ``_security`` may not do ``op`` on ``index_name`` (None: it may),
+        from the index privileges of its roles, as Elasticsearch grants them: ``create`` needs
+        ``create_doc``/``create``/``index``/``write``/``all``, ``index`` (which may overwrite)
+        ``index``/``write``/``all``, ``delete`` ``delete``/``write``/``all``, and auto-creating the
+        index ``create_index``/``auto_configure``/``manage``/``all``."""
+        user = getattr(self._local, "user", None)
+        if user is None:
+            return None
+        cluster = self.cluster
+        roles = list(cluster.users.get(user, {}).get("roles", []))
+        held: set[str] = set()
+        for role in roles:
+            for entry in cluster.roles.get(role, {}).get("indices", []):
+                if any(fnmatch.fnmatchcase(index_name, n) for n in entry.get("names", [])):
+                    held.update(entry.get("privileges", []))
+        for needed, action in ((_WRITE_PRIVILEGES[op], f"indices:data/write/{op}"),
+                               (_AUTO_CREATE_PRIVILEGES if creating else None, "indices:admin/auto_create")):
+            if needed is not None and not held & set(needed):
+                return (f"action [{action}] is unauthorized for user [{user}] with effective roles "
+                        f"[{','.join(roles)}] on indices [{index_name}], this action is granted by the index "
+                        f"privileges [{','.join(needed)}]")
+        return None
 
     # -- capacity ---------------------------------------------------------------------------
 
@@ -1483,6 +1534,37 @@ def filter_response(payload: Any, filter_path: str) -> Any:
     ``-`` exclusions); an answer with nothing left is ``{}``."""
     kept = _filter(payload, compile_filter_path(filter_path))
     return {} if kept is _MISSING else kept
+
+
+#: the index privileges that grant each bulk operation, and the auto-creation of an index
+_WRITE_PRIVILEGES = {"create": ("create_doc", "create", "index", "write", "all"),
+                     "index": ("index", "write", "all"), "delete": ("delete", "write", "all")}
+_AUTO_CREATE_PRIVILEGES = ("create_index", "auto_configure", "manage", "all")
+
+#: the largest external version Elasticsearch accepts (Long.MAX_VALUE - 1: MAX_VALUE is reserved)
+MAX_EXTERNAL_VERSION = 2**63 - 2
+
+
+def _versioning(op: str, params: dict[str, Any]) -> tuple[int, str] | None:
+    """``(version, version_type)`` of a bulk action line that asks for external versioning, None for
+    internal; what Elasticsearch 8 refuses in the metadata fails the request (400), as there."""
+    vtype = params.get("version_type", "internal")
+    version = params.get("version")
+    if vtype not in ("internal", "external", "external_gt", "external_gte"):
+        raise EsError(400, "illegal_argument_exception", f"No version type match [{vtype}]")
+    if vtype == "internal":
+        if version is not None:
+            raise EsError(400, "action_request_validation_exception",
+                          "Validation Failed: 1: internal versioning can not be used for optimistic concurrency "
+                          "control. Please use `if_seq_no` and `if_primary_term` instead;")
+        return None
+    if op == "create":
+        raise EsError(400, "action_request_validation_exception",
+                      "Validation Failed: 1: create operations only support internal versioning. use index instead;")
+    if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= MAX_EXTERNAL_VERSION:
+        raise EsError(400, "action_request_validation_exception",
+                      f"Validation Failed: 1: illegal version value [{version}] for version type [{vtype}];")
+    return version, "external_gte" if vtype == "external_gte" else "external"
 
 
 def _item_ok(index: Index, doc_id: str, version: int, result: str, status: int) -> dict[str, Any]:

@@ -440,3 +440,39 @@ def test_bulk_observer_sees_every_body(es: ESDouble) -> None:
     es.bulk_observer = seen.append
     client(es).bulk(operations=ops(("a", {"n": 1})))
     assert len(seen) == 1 and b'"n":1' in seen[0]
+
+
+def test_bulk_external_versioning_only_moves_forward(es: ESDouble) -> None:
+    c = client(es)
+
+    def index(version: int, n: int, vtype: str = "external") -> dict[str, Any]:
+        answer = c.bulk(operations=[{"index": {"_index": INDEX, "_id": "s", "version": version,
+                                               "version_type": vtype}}, {"n": n}])
+        item: dict[str, Any] = answer["items"][0]["index"]
+        return item
+
+    first = index(1, 1)
+    assert (first["status"], first["result"], first["_version"]) == (201, "created", 1)
+    again = index(1, 2)  # the same version again: refused, the stored document kept
+    assert again["status"] == 409 and again["error"]["type"] == "version_conflict_engine_exception"
+    assert "current version [1] is higher or equal to the one provided [1]" in again["error"]["reason"]
+    forward = index(2, 3)
+    assert (forward["status"], forward["result"], forward["_version"]) == (200, "updated", 2)
+    back = index(1, 4)  # an older version arriving late never overwrites a newer one
+    assert back["status"] == 409 and es.get(INDEX, "s") == {"n": 3}
+    assert index(2, 5, "external_gte")["status"] == 200 and es.get(INDEX, "s") == {"n": 5}
+    assert [d["_version"] for d in es.docs()] == [2]
+    assert es.count_writes_by_id()["s"] == 3
+
+
+@pytest.mark.parametrize(("meta", "fragment"), [
+    ({"create": {"_index": INDEX, "_id": "x", "version": 3, "version_type": "external"}},
+     "create operations only support internal versioning"),
+    ({"index": {"_index": INDEX, "_id": "x", "version": 3}}, "internal versioning can not be used"),
+    ({"index": {"_index": INDEX, "_id": "x", "version": -1, "version_type": "external"}}, "illegal version value"),
+    ({"index": {"_index": INDEX, "_id": "x", "version": 3, "version_type": "sideways"}}, "No version type match"),
+])
+def test_bulk_versioning_errors_fail_the_request(es: ESDouble, meta: dict[str, Any], fragment: str) -> None:
+    status, _, body = raw(es, "POST", "/_bulk", orjson.dumps(meta) + b"\n{}\n")
+    assert status == 400 and fragment in body["error"]["reason"]
+    assert es.docs() == []

@@ -101,7 +101,7 @@ def indexed() -> list[tuple[str, dict[str, Any]]]:
                *logs)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [json.loads(line) for line in done.stdout.splitlines()]
-    return [(a["create"]["_index"], d) for a, d in zip(lines[::2], lines[1::2], strict=True)]
+    return [(next(iter(a.values()))["_index"], d) for a, d in zip(lines[::2], lines[1::2], strict=True)]
 
 
 def by_id(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

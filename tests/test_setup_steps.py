@@ -52,7 +52,8 @@ def test_setup_service_creates_users_with_special_passwords(monkeypatch: pytest.
         assert users["audit_ingest"]["roles"] == ["audit_ingest_writer"]
         role = roles["audit_ingest_writer"]
         assert role["indices"] == [{"names": ["audit-*"], "privileges": [
-            "create_doc", "create_index", "auto_configure", "view_index_metadata"]}]
+            "create_doc", "create_index", "auto_configure", "view_index_metadata"]},
+            {"names": ["audit-sessions-*"], "privileges": ["index"]}]  # overwrite: session corrections only
         assert role["cluster"] == ["monitor"]
         template = es.cluster.templates["audit-ingest"]["body"]["template"]["settings"]
         assert template["index.number_of_replicas"] == 0  # single node: green, not yellow
@@ -88,8 +89,9 @@ def test_alerts_follow_the_index_prefix(monkeypatch: pytest.MonkeyPatch, service
         import fnmatch
 
         alert_index = "corp-alerts-2024.05.17"
-        (names,) = [i["names"] for i in es.cluster.roles["audit_ingest_writer"]["indices"]]
+        names, overwrite = [i["names"] for i in es.cluster.roles["audit_ingest_writer"]["indices"]]
         assert any(fnmatch.fnmatchcase(alert_index, p) for p in names)
+        assert overwrite == ["corp-sessions-*"]  # the sessions follow the prefix too
         template = es.cluster.template_for(alert_index)
         assert template is not None and template["body"]["index_patterns"] == ["corp-*"]
 

@@ -59,13 +59,20 @@ def file_events(name: str, *, host: str | None = None, start: int = 0) -> list[b
         "fields": {"log_type": KINDS[name]}}) for i, line in enumerate(lines)]
 
 
-def detecting_pipeline(redis_url: str) -> Any:
-    """The real pipeline with the detection rules on Redis (shared by every worker), no sessions."""
+def detecting_pipeline(redis_url: str, *, sessions_timeout: float | None = None, detect: bool = True,
+                       derived_lease: float = 60.0) -> Any:
+    """The real pipeline with the detection rules on Redis (shared by every worker), no sessions
+    (or session pairing in Redis with ``sessions_timeout`` seconds); derived documents pending
+    for ``derived_lease`` seconds (ingest.pending)."""
     from ingest.pipeline import Pipeline
     from ingest.settings import load_settings
 
     logging.getLogger("ingest.enrich.geoip").setLevel(logging.ERROR)
-    settings = load_settings(overrides={"sessions": {"enabled": False}, "redis": {"url": redis_url}})
+    sessions: dict[str, Any] = ({"enabled": False} if sessions_timeout is None
+                                else {"timeout": timedelta(seconds=sessions_timeout)})
+    settings = load_settings(overrides={"sessions": sessions, "detect": {"enabled": detect},
+                                        "redis": {"url": redis_url},
+                                        "worker": {"derived_lease": timedelta(seconds=derived_lease)}})
     return Pipeline.from_settings(settings, settings.redis.client())
 
 
@@ -131,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shutdown-timeout", type=float, default=5.0)
     ap.add_argument("--detect", action="store_true", help="the detection rules on (Redis state)")
     ap.add_argument("--notify", help="notify settings as JSON: alerts queued with the ack, the sender running")
+    ap.add_argument("--sessions", type=float, help="session pairing in Redis, with this timeout (seconds)")
+    ap.add_argument("--derived-lease", type=float, default=60.0, help="worker.derived_lease (seconds)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {args.id} %(levelname)s %(name)s: %(message)s")
@@ -138,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     notify = notifications(args.redis, orjson.loads(args.notify), args.id) if args.notify else None
     worker = make_worker(args.redis, args.es, args.id, batch_size=args.batch_size, ttl=args.ttl,
                          shutdown_timeout=args.shutdown_timeout,
-                         proc=detecting_pipeline(args.redis) if args.detect else None,
+                         proc=(detecting_pipeline(args.redis, sessions_timeout=args.sessions, detect=args.detect,
+                                                  derived_lease=args.derived_lease)
+                               if args.detect or args.sessions is not None else None),
                          notifier=notify.notifier if notify is not None else None)
     worker.install_signal_handlers()
     started = time.monotonic()

@@ -7,7 +7,8 @@ Rules (``rule.name``):
   of event time, across every host. A document with ``log.syslog.repeated: N`` (rsyslog's
   "message repeated N times: [...]") is N failures. Sliding count, aligned de-duplication: see
   :mod:`ingest.detect.store` (an epoch-aligned window alone can split a burst across a boundary;
-  counting the window that ends at each failure avoids that, one alert per IP per aligned window).
+  counting the window that ends at each failure avoids that, one alert per IP per aligned window,
+  the same windows whatever the processing order).
 * ``new_country`` (47): successful SSH/VPN login from a ``source.geo.country_iso_code`` the
   subject (see :func:`ingest.detect.rules.country_subject`) has not used within ``lookback_days``
   while having logged in from elsewhere in that period; a first sighting only learns.

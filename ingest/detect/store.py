@@ -22,17 +22,24 @@ Redis layout, under ``key_prefix`` (default ``audit-ingest:detect:``)::
                                         Same trim and PX.
     <prefix>bf:<ip>:<w>          string JSON of the alert fired for window number ``w``
                                  (``floor(ts_ms / window_ms)``), SET NX: at most one alert per IP
-                                 per aligned window; same PX as the zset.
+                                 per aligned window; same PX as the zset. ``{"trigger": member,
+                                 "ts", "count", "w", "members"}``, the trigger first (a prefix
+                                 check recognises it without decoding a long member list).
     <prefix>nc:<subject>         hash   ``c:<country>`` -> last successful login from there (event
                                         time, ms); ``a:<country>`` -> event key of the login that
                                         raised the new_country alert for it. PX = lookback.
 
-Counting: sliding window. A failure at ``t`` counts the failures of its IP in ``(t - window, t]``
-(ZCOUNT) right after it is added; above the threshold it fires unless the aligned window of ``t``
-has fired already. So a burst that straddles an aligned boundary still fires (epoch-aligned
-counting alone would split it into two halves below the threshold), while de-duplication stays
-aligned (one alert per IP per window, deterministic id). A failure arriving late (older than ones
-already counted) is evaluated on the window ending at it only.
+Counting: sliding window, aligned de-duplication. The aligned window ``w`` of an IP fires when
+some failure ``t`` in it has more than ``threshold`` failures of the IP in ``(t - window, t]``: a
+burst that straddles an aligned boundary still fires (epoch-aligned counting alone would split it
+into two halves below the threshold), and there is one alert per IP per aligned window
+(deterministic id). That is a property of the set of failures, so the order they are processed in
+does not change which windows fire: a failure at ``t`` counts the window ending at it (ZCOUNT)
+right after it is added, and, when it came late, also the windows ending at the failures counted
+before it within ``(t, t + window)``, which may fire ``w`` or ``w + 1`` (at most threshold + 1 of
+them are looked at: past that many, one of them is over the threshold already). Exact while no
+failure comes more than one window behind the newest failure of its IP already counted (the zset
+keeps two windows behind the newest) and before the state expires (PX).
 
 What the alert lists (``count``, hosts, users, event keys): the failures in the window ending at
 the trigger plus those the same batch added after it up to the end of the trigger's aligned
@@ -51,7 +58,10 @@ lines and logs a site ships, in any order and across workers.
 
 Redelivery: an already-counted member is not counted again; if it is the member that fired an
 alert, that same alert is returned again (same ``_id``: the ``create`` op answers 409), so a batch
-whose alerts were lost before indexing gets them back on retry. Same for new_country.
+whose alerts were lost before indexing gets them back on retry; also when newer failures trimmed
+the member meanwhile (it is counted again, finds the flag set and that it is the flag's trigger).
+Same for new_country. Beyond that, every alert is pending (ingest.pending) from its firing until
+a batch that carried it is acknowledged.
 """
 
 from __future__ import annotations
@@ -140,10 +150,12 @@ class NewCountryHit:
 
 
 def _hit(ip: str, window: int, payload: bytes | str) -> BruteForceHit:
+    """The hit a fired-flag payload describes (``window``: the trigger's own, if the payload
+    predates the ``w`` it now carries)."""
     data = orjson.loads(payload)
     members = [orjson.loads(m) for m in data["members"]]
     return BruteForceHit(
-        ip=ip, window=window, ts_ms=int(data["ts"]), count=int(data["count"]),
+        ip=ip, window=int(data.get("w", window)), ts_ms=int(data["ts"]), count=int(data["count"]),
         keys=list(dict.fromkeys(m[0] for m in members)),  # a repeated document's members share its key
         hosts=sorted({m[1] for m in members if m[1]}),
         users=sorted({m[2] for m in members if m[2]}),
@@ -175,7 +187,7 @@ class MemoryDetectionStore(DetectionStore):
         hits: list[BruteForceHit] = []
         new: list[NewCountryHit] = []
         with self._lock:
-            fired: list[tuple[Failure, int, bytes]] = []
+            fired: list[tuple[Failure, int, int, int, bytes]] = []  # failure, window, crossing end, count
             for f in failures:
                 zset = self._failures.setdefault(f.ip, ([], set()))
                 member = f.member()
@@ -200,22 +212,32 @@ class MemoryDetectionStore(DetectionStore):
                 elif fresh and member not in zset[1]:
                     bisect.insort(zset[0], (f.ts_ms, member))
                     zset[1].add(member)
-                    if self._count(zset, f.ts_ms - window_ms, f.ts_ms + 1) > threshold and (f.ip, w) not in self._fired:
-                        inside = self._range(zset, f.ts_ms - window_ms, f.ts_ms + 1)
-                        payload = _payload(f, inside)
-                        self._fired[(f.ip, w)] = payload
-                        fired.append((f, len(inside), payload))
+                    fire: tuple[int, int] | None = None  # (window, end of the crossing window): BRUTE_FORCE_LUA
+                    end = (w + 1) * window_ms
+                    if (f.ip, w) not in self._fired:
+                        if self._count(zset, f.ts_ms - window_ms, f.ts_ms + 1) > threshold:
+                            fire = (w, f.ts_ms)
+                        else:
+                            t = self._crossing(zset, f.ts_ms, end, window_ms, threshold)
+                            fire = (w, t) if t is not None else None
+                    if fire is None and (f.ip, w + 1) not in self._fired:
+                        t = self._crossing(zset, end - 1, f.ts_ms + window_ms, window_ms, threshold)
+                        fire = (w + 1, t) if t is not None else None
+                    if fire is not None:
+                        inside = self._range(zset, fire[1] - window_ms, fire[1] + 1)
+                        payload = _payload(f, fire[1], inside, fire[0])
+                        self._fired[(f.ip, fire[0])] = payload
+                        fired.append((f, fire[0], fire[1], len(inside), payload))
+                    else:  # counted again after it was trimmed (redelivered behind newer failures)
+                        hits += self._refired(f.ip, w, member)
                 else:
-                    payload_ = self._fired.get((f.ip, w))
-                    if payload_ is not None and orjson.loads(payload_)["trigger"] == member:
-                        hits.append(_hit(f.ip, w, payload_))
+                    hits += self._refired(f.ip, w, member)
                 if zset[0] and zset[0][0][0] < f.ts_ms - 2 * window_ms:
                     self._trim(zset, f.ts_ms - 2 * window_ms)
-            for f, count, payload in fired:
-                w = f.ts_ms // window_ms
-                inside = self._range(self._failures[f.ip], f.ts_ms - window_ms, (w + 1) * window_ms)
+            for f, w, t, count, payload in fired:
+                inside = self._range(self._failures[f.ip], t - window_ms, (w + 1) * window_ms)
                 if len(inside) >= count:
-                    payload = _payload(f, inside)
+                    payload = _payload(f, t, inside, w)
                     self._fired[(f.ip, w)] = payload
                 hits.append(_hit(f.ip, w, payload))
             for login in logins:
@@ -224,6 +246,27 @@ class MemoryDetectionStore(DetectionStore):
                 if raised:
                     new.append(NewCountryHit(login, known))
         return hits, new
+
+    def _refired(self, ip: str, w: int, member: str) -> list[BruteForceHit]:
+        """The alert ``member`` triggered in window ``w`` or ``w + 1``, again (a redelivery)."""
+        for window in (w, w + 1):
+            payload = self._fired.get((ip, window))
+            if payload is not None and orjson.loads(payload)["trigger"] == member:
+                return [_hit(ip, window, payload)]
+        return []
+
+    @classmethod
+    def _crossing(cls, zset: tuple[list[tuple[int, str]], set[str]], lo: int, hi: int, window_ms: int,
+                  threshold: int) -> int | None:
+        """The first failure time t, lo < t < hi, with more than ``threshold`` in (t - window, t]
+        (at most threshold + 1 looked at, as in BRUTE_FORCE_LUA)."""
+        entries = zset[0]
+        start = bisect.bisect_left(entries, (lo + 1, ""))
+        stop = min(bisect.bisect_left(entries, (hi, "")), start + threshold + 1)
+        for t, _ in entries[start:stop]:
+            if cls._count(zset, t - window_ms, t + 1) > threshold:
+                return t
+        return None
 
     @staticmethod
     def _trim(zset: tuple[list[tuple[int, str]], set[str]], cut_ms: int) -> None:
@@ -246,8 +289,9 @@ class MemoryDetectionStore(DetectionStore):
         return [m for _, m in entries[bisect.bisect_left(entries, (lo + 1, "")):bisect.bisect_left(entries, (hi, ""))]]
 
 
-def _payload(f: Failure, members: list[str]) -> bytes:
-    return orjson.dumps({"ts": str(f.ts_ms), "count": len(members), "trigger": f.member(), "members": members})
+def _payload(f: Failure, ts_ms: int, members: list[str], window: int) -> bytes:
+    return orjson.dumps({"trigger": f.member(), "ts": str(ts_ms), "count": len(members), "w": window,
+                         "members": members})
 
 
 def _new_country_step(h: dict[str, str], login: Login, lookback_ms: int) -> tuple[bool, list[str]]:
@@ -275,23 +319,50 @@ def _new_country_step(h: dict[str, str], login: Login, lookback_ms: int) -> tupl
     return fired, sorted(known)
 
 
-# KEYS: per failure, the IP's zset and its fired-flag key; for a failure with an origin also its
-#       origin-and-class zset and the origin's other classes' zsets.
-# ARGV: threshold, ttl_ms, the number of failures, then per failure: member, ts, "(" .. (ts - window),
-#       cut (ts - 2 windows), "(" .. end of the aligned window of ts, the number of other classes
-#       (0: no origin), and for one with an origin its member in its class zset.
+# KEYS: per failure, the IP's zset, its fired-flag key and that of the next aligned window; for a
+#       failure with an origin also its origin-and-class zset and the origin's other classes' zsets.
+# ARGV: threshold, ttl_ms, the number of failures, window_ms, then per failure: member, ts,
+#       "(" .. (ts - window), cut (ts - 2 windows), "(" .. end of the aligned window of ts, the number
+#       of other classes (0: no origin), and for one with an origin its member in its class zset.
 # Returns the fired (or re-emitted) payloads as {index of the failure (1-based), payload}.
 BRUTE_FORCE_LUA = """
 local threshold = tonumber(ARGV[1])
 local ttl = ARGV[2]
+local window = tonumber(ARGV[4])
 local out = {}
 local fired = {}
-local k, a = 1, 4
+-- the payload of an alert: its trigger first, so that a redelivered trigger is recognised from a
+-- prefix (GETRANGE) without decoding the member list of a long burst
+local function payload(member, ts, count, members, w)
+  return '{"trigger":' .. cjson.encode(member) .. ',"ts":"' .. ts .. '","count":' .. count ..
+         ',"w":' .. string.format('%d', w) .. ',"members":' .. cjson.encode(members) .. '}'
+end
+local function triggered(fkey, member, decode)
+  local prefix = '{"trigger":' .. cjson.encode(member) .. ','
+  if redis.call('GETRANGE', fkey, 0, #prefix - 1) == prefix then return redis.call('GET', fkey) end
+  if decode then  -- a payload written before the trigger came first
+    local p = redis.call('GET', fkey)
+    if p and cjson.decode(p).trigger == member then return p end
+  end
+  return nil
+end
+-- the first failure t with lo < t < hi whose window (t - window, t] holds more than threshold;
+-- at most threshold + 1 are looked at: then the last of them already has that many within a window
+local function crossing(zkey, lo, hi)
+  local later = redis.call('ZRANGEBYSCORE', zkey, lo, hi, 'WITHSCORES', 'LIMIT', 0, threshold + 1)
+  for j = 2, #later, 2 do
+    local t = tonumber(later[j])
+    local count = redis.call('ZCOUNT', zkey, '(' .. string.format('%d', t - window), t)
+    if count > threshold then return t, count end
+  end
+  return nil
+end
+local k, a = 1, 5
 for i = 1, tonumber(ARGV[3]) do
-  local zkey, fkey = KEYS[k], KEYS[k + 1]
+  local zkey, fkey, nkey = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   local member, ts, lo, cut, hi = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local nothers = tonumber(ARGV[a + 5])
-  k, a = k + 2, a + 6
+  k, a = k + 3, a + 6
   local fresh, counts = true, true
   if nothers > 0 then
     local mine, cmember = KEYS[k], ARGV[a]
@@ -310,22 +381,45 @@ for i = 1, tonumber(ARGV[3]) do
     end
     k = k + 1 + nothers
   end
+  local tsn = tonumber(ts)
+  local w = math.floor(tsn / window)
+  local wend = (w + 1) * window
   if fresh and not counts then
     -- another class of lines of this host already reported this attempt
   elseif fresh and redis.call('ZADD', zkey, 'NX', ts, member) == 1 then
-    local count = redis.call('ZCOUNT', zkey, lo, ts)
-    if count > threshold and redis.call('EXISTS', fkey) == 0 then
-      local members = redis.call('ZRANGEBYSCORE', zkey, lo, ts)
-      local payload = cjson.encode({ts = ts, count = count, trigger = member, members = members})
-      if redis.call('SET', fkey, payload, 'NX', 'PX', ttl) then
-        fired[#fired + 1] = {i, zkey, fkey, lo, hi, ts, member, count, payload}
+    -- an aligned window w fires when some failure t in it has more than threshold in (t - window, t]:
+    -- this one, or (it came late) one counted before it up to one window later, in w or in w + 1
+    local fire = nil
+    if redis.call('EXISTS', fkey) == 0 then
+      local count = redis.call('ZCOUNT', zkey, lo, ts)
+      if count > threshold then
+        fire = {fkey, tsn, count, w}
+      else
+        local t, c = crossing(zkey, '(' .. ts, hi)
+        if t then fire = {fkey, t, c, w} end
       end
     end
-  else
-    local payload = redis.call('GET', fkey)
-    if payload and cjson.decode(payload).trigger == member then
-      out[#out + 1] = {i, payload}
+    if not fire and redis.call('EXISTS', nkey) == 0 then
+      local t, c = crossing(zkey, string.format('%d', wend), '(' .. string.format('%d', tsn + window))
+      if t then fire = {nkey, t, c, w + 1} end
     end
+    if fire then
+      local t = string.format('%d', fire[2])
+      local flo = '(' .. string.format('%d', fire[2] - window)
+      local members = redis.call('ZRANGEBYSCORE', zkey, flo, t)
+      local p = payload(member, t, #members, members, fire[4])
+      if redis.call('SET', fire[1], p, 'NX', 'PX', ttl) then
+        fired[#fired + 1] = {i, zkey, fire[1], flo, '(' .. string.format('%d', (fire[4] + 1) * window), t,
+                             member, #members, p, fire[4]}
+      end
+    else
+      -- counted again after it was trimmed (a redelivery behind newer failures): the same alert again
+      local p = triggered(fkey, member, false) or triggered(nkey, member, false)
+      if p then out[#out + 1] = {i, p} end
+    end
+  else
+    local p = triggered(fkey, member, true) or triggered(nkey, member, false)
+    if p then out[#out + 1] = {i, p} end
   end
   redis.call('ZREMRANGEBYSCORE', zkey, '-inf', '(' .. cut)
   redis.call('PEXPIRE', zkey, ttl)
@@ -333,12 +427,12 @@ end
 -- what the batch added after the trigger, in the trigger's aligned window, belongs to its alert
 for _, f in ipairs(fired) do
   local members = redis.call('ZRANGEBYSCORE', f[2], f[4], f[5])
-  local payload = f[9]
+  local p = f[9]
   if #members >= f[8] then
-    payload = cjson.encode({ts = f[6], count = #members, trigger = f[7], members = members})
-    redis.call('SET', f[3], payload, 'XX', 'KEEPTTL')
+    p = payload(f[7], f[6], #members, members, f[10])
+    redis.call('SET', f[3], p, 'XX', 'KEEPTTL')
   end
-  out[#out + 1] = {f[1], payload}
+  out[#out + 1] = {f[1], p}
 end
 return out
 """
@@ -409,11 +503,11 @@ class RedisDetectionStore(DetectionStore):
             with self.client.pipeline(transaction=False) as pipe:
                 if failures:
                     keys: list[str] = []
-                    args: list[Any] = [threshold, 2 * window_ms + GRACE_MS, len(failures)]
+                    args: list[Any] = [threshold, 2 * window_ms + GRACE_MS, len(failures), window_ms]
                     for f in failures:
                         zkey = f"{p}bf:{f.ip}"
                         w = f.ts_ms // window_ms
-                        keys += [zkey, f"{zkey}:{w}"]
+                        keys += [zkey, f"{zkey}:{w}", f"{zkey}:{w + 1}"]
                         args += [f.member(), f.ts_ms, f"({f.ts_ms - window_ms}", f.ts_ms - 2 * window_ms,
                                  f"({(w + 1) * window_ms}"]
                         if f.origin is not None and f.log in OTHERS:
@@ -439,7 +533,7 @@ class RedisDetectionStore(DetectionStore):
         if failures:
             for i, payload in replies[pos]:
                 f = failures[int(i) - 1]
-                hits.append(_hit(f.ip, f.ts_ms // window_ms, payload))
+                hits.append(_hit(f.ip, f.ts_ms // window_ms, payload))  # the window: from the payload
             pos += 1
         if logins:
             for row in replies[pos]:

@@ -23,6 +23,31 @@ def session_id(kind: str, key: str, login_ts: int) -> str:
     return hashlib.blake2b(f"session\x00{kind}\x00{key}\x00{login_ts}".encode(), digest_size=16).hexdigest()
 
 
+#: session documents go to ``<index.prefix>sessions-YYYY.MM.DD`` (the day of the login): the only
+#: indices where the writer may overwrite (a correction, see :func:`version`); events stay create-only
+INDEX_INFIX = "sessions-"
+
+
+def index_prefix(events_prefix: str) -> str:
+    return events_prefix + INDEX_INFIX
+
+
+#: external version of a session document whose end was not seen (``timeout``, ``replaced``) ...
+VERSION_PROVISIONAL = 1
+#: ... and of one with its real end (a logout): indexed over the provisional one, never under it
+VERSION_FINAL = 2
+
+
+def version(doc: dict[str, Any]) -> int:
+    """The external version a session document is indexed with: it only moves forward, so a late
+    provisional document (re-emitted after its correction) cannot overwrite the corrected one.
+
+    Not the end time: a session closed as ``replaced`` ends at the next login, later than its
+    real logout found afterwards."""
+    session = doc.get("session")
+    return VERSION_FINAL if isinstance(session, dict) and "logout" in session else VERSION_PROVISIONAL
+
+
 def build(kind: str, key: str, closed: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """``(doc_id, doc)`` for one closure as stored by :mod:`ingest.sessions.state`."""
     login, end, reason = closed["login"], closed["end"], closed["r"]
@@ -56,6 +81,8 @@ def build(kind: str, key: str, closed: dict[str, Any]) -> tuple[str, dict[str, A
         "end_reason": reason,
         "login": {"action": login["a"]},
     }
+    if closed.get("was"):
+        session["corrected_from"] = closed["was"]  # first indexed as timeout/replaced
     if end_us is not None:
         event["end"] = format_timestamp(from_micros(end_us))
     if end is not None:

@@ -8,14 +8,17 @@ time instead of sleeping. The state itself is in a :class:`SessionStore`.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ingest.sessions import state as st
-from ingest.sessions.doc import build
+from ingest.sessions.doc import VERSION_FINAL, VERSION_PROVISIONAL, build, version
 from ingest.sessions.events import SESSION_ACTIONS, Mark, mark_of, to_micros
 from ingest.sessions.store import SessionStore, Sizes
+
+if TYPE_CHECKING:
+    from ingest.pending import PendingDocs
 
 SessionDoc = tuple[str, dict[str, Any]]
 Clock = Callable[[], datetime]
@@ -32,21 +35,27 @@ def utc_now() -> datetime:
 class SessionPairer:
     """Pairs session events of document batches; returns ``(doc_id, doc)`` of each closed session.
 
-    The caller indexes each returned document with the ``create`` op type under ``doc_id`` (index
-    from the document's ``@timestamp``, like any event). Re-emitted documents (redelivered events)
-    carry the same id and content: Elasticsearch answers 409, which is success.
+    The caller indexes each returned document under ``doc_id`` with the ``index`` op type and the
+    external version :func:`ingest.sessions.doc.version` (index from the document's ``@timestamp``,
+    like any event). Re-emitted documents (redelivered events) carry the same id, content and
+    version: Elasticsearch answers 409, which is success; a session first closed as ``timeout`` or
+    ``replaced`` and then corrected by its real logout is emitted again with a higher version.
+
+    With ``pending`` (Redis), every document is also written there in the transaction that closes
+    its session, until a batch that carried it is acknowledged (:mod:`ingest.pending`).
 
     Call :meth:`process_batch` before acknowledging a batch, and :meth:`expire` regularly (every
     batch or every few seconds): it closes timed-out sessions and forgets expired state.
     """
 
-    def __init__(self, store: SessionStore, *, clock: Clock = utc_now) -> None:
+    def __init__(self, store: SessionStore, *, clock: Clock = utc_now, pending: PendingDocs | None = None) -> None:
         self.store = store
+        self.pending = pending
         self.config = store.config
         self.clock = clock
         #: Running counters: opened, closed_<reason>, paired_orphan, orphaned, duplicate_login,
         #: duplicate_logout, extra_logout, attr, attr_ignored, orphan_expired, evicted_open,
-        #: evicted_orphans, evicted_closed.
+        #: evicted_orphans, evicted_closed, corrected_timeout, corrected_replaced.
         self.counts: Counter[str] = Counter()
 
     def _now(self, now: datetime | None = None) -> int:
@@ -74,8 +83,7 @@ class SessionPairer:
                 st.apply(states[mark.key], mark, now, out)
             return out
 
-        outcome, sizes = self.store.transact([m.key for m in marks], run, now)
-        docs_out = self._emit(outcome)
+        docs_out, sizes = self._transact([m.key for m in marks], run, now)
         self._enforce_bounds(sizes, now)
         return docs_out
 
@@ -102,8 +110,8 @@ class SessionPairer:
                     st.expire(states[key], _kind(key), key, now_us, ttl, out)
                 return out
 
-            outcome, _ = self.store.transact(keys, run, now_us)
-            emitted += self._emit(outcome)
+            docs, _ = self._transact(keys, run, now_us)
+            emitted += docs
         return emitted
 
     def _enforce_bounds(self, sizes: Sizes, now: int) -> None:
@@ -130,8 +138,27 @@ class SessionPairer:
                 self.counts.update(outcome.counts)
                 excess -= len(keys)
 
-    def _emit(self, outcome: st.Outcome) -> list[SessionDoc]:
+    def _transact(self, keys: Collection[str], run: Callable[[dict[str, st.State]], st.Outcome],
+                  now: int) -> tuple[list[SessionDoc], Sizes]:
+        """The store's transaction; with ``pending``, the documents of the sessions it closes are
+        written as pending in the same MULTI/EXEC (built there: they are what the state says)."""
+        pending = self.pending
+        built: list[list[SessionDoc]] = []
+        after = None
+        if pending is not None:
+            def after(pipe: Any, outcome: st.Outcome) -> None:
+                docs = self._docs(outcome)
+                built[:] = [docs]
+                if pipe is not None and docs:
+                    versions = [version(doc) for _, doc in docs]
+                    pending.queue_add(pipe, [pending.session_action(i, d, v) for (i, d), v in zip(docs, versions, strict=True)],
+                                      drop=[f"{i}@{VERSION_PROVISIONAL}" for (i, _), v in zip(docs, versions, strict=True)
+                                            if v == VERSION_FINAL])
+        outcome, sizes = self.store.transact(keys, run, now, after)
         self.counts.update(outcome.counts)
+        return (built[0] if built else self._docs(outcome)), sizes
+
+    def _docs(self, outcome: st.Outcome) -> list[SessionDoc]:
         out: list[SessionDoc] = []
         ids: set[str] = set()
         for kind, key, closed in outcome.closed:

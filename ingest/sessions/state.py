@@ -7,7 +7,8 @@ A key's state is a JSON-able dict, stored whole under one Redis key (or in a dic
      "tomb": [CLOSED, ...]}         # sessions closed recently, newest last
 
     LOGIN / LOGOUT = {"ts": event time (µs), "a": event.action, "f": fields kept, "at": processed (µs)}
-    CLOSED = {"login": LOGIN, "end": LOGOUT | None, "r": end reason, "end_ts": µs | None, "at": µs}
+    CLOSED = {"login": LOGIN, "end": LOGOUT | None, "r": end reason, "end_ts": µs | None, "at": µs,
+              "was": the end reason it had before its real end was seen (absent: never corrected)}
 
 Transitions never do I/O and never read a clock (``now`` is an argument), so the stores can rerun
 them after an optimistic-lock conflict and both stores behave the same. Each transition appends
@@ -33,6 +34,9 @@ MAX_TOMBS_PER_KEY = 8
 REPLACED = "replaced"
 #: end_reason of a session closed by expire() without having seen its end.
 TIMEOUT = "timeout"
+
+#: the end reasons of a session closed without seeing its end: its real logout still corrects it
+CORRECTABLE = frozenset({TIMEOUT, REPLACED})
 
 _LOGOUT_REASON = {
     "session_closed": "logout",
@@ -152,9 +156,16 @@ def _logout(state: State, mark: Mark, now: int, out: Outcome) -> None:
         if end is not None and end["ts"] == mark.ts and end["a"] == mark.action:
             out.counts["duplicate_logout"] += 1
             out.closed.append((mark.kind, mark.key, best))
+        elif end is None and best["r"] in CORRECTABLE and (best["end_ts"] is None or mark.ts <= best["end_ts"]):
+            # The real end of a session closed as timeout/replaced: its document is emitted again,
+            # corrected (same id, a higher version: it overwrites the first one, see doc.version).
+            was = best["r"]
+            best.update({"end": logout, "r": end_reason(mark.action), "end_ts": mark.ts, "at": now, "was": was})
+            out.closed.append((mark.kind, mark.key, best))
+            out.counts[f"corrected_{was}"] += 1
         else:
             # A second logout line of a closed session (sshd logs both "Disconnected from user"
-            # and the PAM "session closed"), or the real end of one closed as timeout/replaced.
+            # and the PAM "session closed").
             out.counts["extra_logout"] += 1
         return
     for orphan in state["orph"]:

@@ -34,6 +34,7 @@ from ingest.sessions.config import SessionConfig
 from ingest.sessions.state import IndexEntry, State, Ttl, empty, index_of, new_state
 
 T = TypeVar("T")
+After = Callable[[Any, T], None]
 
 #: Redis keys live this long past their last logical deadline, in case no worker runs expire().
 GRACE_MS = 3_600_000
@@ -78,11 +79,14 @@ class SessionStore(ABC):
         self.ttl = Ttl.of(config)
 
     @abstractmethod
-    def transact(self, keys: Collection[str], fn: Callable[[dict[str, State]], T], now: int) -> tuple[T, Sizes]:
+    def transact(self, keys: Collection[str], fn: Callable[[dict[str, State]], T], now: int,
+                 after: After[T] | None = None) -> tuple[T, Sizes]:
         """Run ``fn`` on the states of ``keys`` (missing ones empty) and store what it leaves, atomically.
 
         ``fn`` changes the states in place and must be free of other side effects: it may run
         again on fresh states after a conflict. ``now`` (µs) is only used for key TTLs.
+        ``after(pipe, result)`` queues more commands into the same MULTI/EXEC (the pending session
+        documents, :mod:`ingest.pending`); the memory store calls it with ``pipe`` None.
         """
 
     @abstractmethod
@@ -106,11 +110,14 @@ class MemorySessionStore(SessionStore):
         self._index: dict[str, dict[str, int]] = {name: {} for name in INDEXES}
         self._lock = threading.Lock()
 
-    def transact(self, keys: Collection[str], fn: Callable[[dict[str, State]], T], now: int) -> tuple[T, Sizes]:
+    def transact(self, keys: Collection[str], fn: Callable[[dict[str, State]], T], now: int,
+                 after: After[T] | None = None) -> tuple[T, Sizes]:
         with self._lock:
             keys = list(dict.fromkeys(keys))
             states = {k: decode(self._data.get(k)) for k in keys}
             result = fn(states)
+            if after is not None:
+                after(None, result)
             for k in keys:
                 entry = self._entry(states[k])
                 if entry is None:
@@ -154,7 +161,8 @@ class RedisSessionStore(SessionStore):
     def _ix(self, name: str) -> str:
         return f"{self.prefix}{name}"
 
-    def transact(self, keys: Collection[str], fn: Callable[[dict[str, State]], T], now: int) -> tuple[T, Sizes]:
+    def transact(self, keys: Collection[str], fn: Callable[[dict[str, State]], T], now: int,
+                 after: After[T] | None = None) -> tuple[T, Sizes]:
         keys = list(dict.fromkeys(keys))
         names = [self._k(k) for k in keys]
         try:
@@ -181,6 +189,8 @@ class RedisSessionStore(SessionStore):
                                 pipe.zadd(self._ix(index), adds[index])
                             if removes[index]:
                                 pipe.zrem(self._ix(index), *removes[index])
+                        if after is not None:
+                            after(pipe, result)
                         for index in ("open", "orph", "tomb"):
                             pipe.zcard(self._ix(index))
                         replies = pipe.execute()

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ingest.errors import IngestError
+from ingest.sessions.doc import index_prefix as session_index_prefix
 from ingest.setup.kibana import ImportResult, import_saved_objects, ndjson_files
 from ingest.setup.kibana_objects import build_saved_objects
 from ingest.setup.security import index_patterns, install_security
@@ -68,7 +69,7 @@ def setup_elasticsearch(client: Any, settings: Any) -> SetupBodies:
     """Users, retention policy, template, existing indices; returns what was installed."""
     wait_for_cluster(client, settings.setup.wait_timeout.total_seconds())
     patterns = index_patterns(settings.index.prefix, settings.detect.index_prefix)
-    install_security(client, settings.setup, patterns)
+    install_security(client, settings.setup, patterns, [f"{session_index_prefix(settings.index.prefix)}*"])
     bodies = build_setup(settings.index.prefix, settings.index.retention_days, replicas=settings.index.replicas)
     install(client, bodies)
     changes = existing_index_settings(settings.index.replicas, bodies.policy_name)

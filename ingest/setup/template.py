@@ -218,6 +218,7 @@ FIELDS: dict[str, dict[str, Any]] = {
     "session.id": _KEYWORD,
     "session.kind": _KEYWORD,  # ssh, openvpn, teleport
     "session.end_reason": _KEYWORD,  # logout, timeout, ...
+    "session.corrected_from": _KEYWORD,  # timeout or replaced: the end reason before the real logout came
     "session.duration_s": {"type": "double"},
     "session.duration_min": {"type": "double"},
     # --- alerts (type: alert, <prefix>alerts-* indices) ------------------------------------------

@@ -3,7 +3,10 @@ every item is stored or refused for good.
 
 Why it is safe to resend: every action is a ``create`` with a deterministic ``_id``, so a document
 that Elasticsearch already stored (the answer was lost, the connection dropped after the write)
-comes back as item status 409, which counts as done. So:
+comes back as item status 409, which counts as done. Session documents are ``index`` actions with
+an external ``version`` (a session closed as ``timeout`` is version 1, its correction by the real
+logout version 2): a resent or outdated version is refused with 409 ``version_conflict``, done
+as well. So:
 
 * per item: 2xx and 409 are done; 429 and 5xx are retried (only those items); any other status
   (400 mapping errors, 404, 403 ...) is returned as :class:`~ingest.model.Rejected` for the
@@ -378,7 +381,12 @@ _ACTION_HEADS: dict[str, bytes] = {}
 
 def _encode(action: IndexAction) -> bytes:
     """The two NDJSON lines of one ``create`` action (the start of the action line is kept per index:
-    a batch has one or two daily indices)."""
+    a batch has one or two daily indices); with a version, an ``index`` action with external
+    versioning (stored only if the version is above the stored one, else 409: done)."""
+    if action.version is not None:
+        meta = {"index": {"_index": action.index, "_id": action.id, "version": action.version,
+                          "version_type": "external"}}
+        return b"".join((orjson.dumps(meta), b"\n", orjson.dumps(action.doc), b"\n"))
     head = _ACTION_HEADS.get(action.index)
     if head is None:
         if len(_ACTION_HEADS) > 1000:

@@ -11,6 +11,7 @@ from ingest.parsers.base import LineContext
 from ingest.parsers.resources import ParserResources
 from ingest.parsers.syslog_rules import AuthParser
 from ingest.sessions import SESSION_ACTION, session_id
+from ingest.sessions.doc import version
 from tests.sessions.conftest import Factory, FakeClock, ssh_login, ssh_logout, teleport, vpn, z
 
 D = "2020-05-17"
@@ -189,8 +190,15 @@ def test_pid_reuse_closes_the_old_session_as_replaced(new_pairer: Factory) -> No
     assert doc["event"]["end"] == "2020-05-17T12:00:00.000000Z"  # at the latest
     assert "duration" not in doc["event"] and "duration_s" not in doc["session"]
     assert doc["event"]["outcome"] == "unknown"
-    # The old session's own logout, late: absorbed, it does not touch the new session.
-    assert p.process_batch([ssh_logout(z(D, "11:00:00"), 900, user="old")]) == []
+    # The old session's own logout, late: it corrects the old session's document (same id, the
+    # final version: it overwrites the "replaced" one), and does not touch the new session.
+    fixed_id, fixed = only(p.process_batch([ssh_logout(z(D, "11:00:00"), 900, user="old")]))
+    assert fixed_id == doc_id and version(fixed) == 2 and version(doc) == 1
+    assert (fixed["session"]["end_reason"], fixed["session"]["corrected_from"]) == ("logout", "replaced")
+    assert fixed["session"]["duration_s"] == 3600.0 and fixed["event"]["outcome"] == "success"
+    assert p.counts["corrected_replaced"] == 1
+    # redelivered: the same corrected document again; another logout line of it: nothing
+    assert p.process_batch([ssh_logout(z(D, "11:00:00"), 900, user="old")]) == [(fixed_id, fixed)]
     _, doc = only(p.process_batch([ssh_logout(z(D, "12:30:00"), 900, user="new")]))
     assert doc["user"]["name"] == "new"
     assert doc["session"]["duration_s"] == 1800.0
@@ -225,8 +233,14 @@ def test_timeout_with_injected_clock(new_pairer: Factory, clock: FakeClock) -> N
     assert doc["event"]["outcome"] == "unknown"
     assert "end" not in doc["event"] and "duration_s" not in doc["session"]
     assert p.expire() == []
-    # Its real logout, days late: nothing new, no orphan.
-    assert p.process_batch([ssh_logout("2020-05-19T09:00:00.000000Z", 11950)]) == []
+    # Its real logout, days late: the document again, corrected (same id, the final version)
+    fixed_id, fixed = only(p.process_batch([ssh_logout("2020-05-19T09:00:00.000000Z", 11950)]))
+    assert fixed_id == doc_id and (version(doc), version(fixed)) == (1, 2)
+    assert (fixed["session"]["end_reason"], fixed["session"]["corrected_from"]) == ("logout", "timeout")
+    assert fixed["event"]["end"] == "2020-05-19T09:00:00.000000Z" and fixed["event"]["outcome"] == "success"
+    assert p.counts["corrected_timeout"] == 1
+    # its second logout line (sshd writes two): nothing new, no orphan
+    assert p.process_batch([ssh_logout("2020-05-19T09:00:00.000000Z", 11950, action="ssh_disconnect")]) == []
     assert p.counts["extra_logout"] == 1
 
 

@@ -418,3 +418,19 @@ def test_bulk_asks_only_for_statuses_and_errors_and_sends_the_body_as_is(es: ESD
     assert req.query["filter_path"] == "errors,items.*.status,items.*.error"
     assert req.body is not None and req.body.count(b"\n") == 6 and req.body.endswith(b"}\n")
     expect_once(es, acts, except_ids={"id-1"})
+
+
+def test_versioned_actions_are_index_with_external_version(es: ESDouble) -> None:
+    """Session documents: a resent or older version is a 409 (done, not rejected); a higher one overwrites."""
+    h = Harness(es)
+    doc = {"@timestamp": "2024-05-17T10:00:00Z", "session": {"end_reason": "timeout"}}
+    fixed = {"@timestamp": "2024-05-17T10:00:00Z", "session": {"end_reason": "logout"}}
+    assert h.sink.write_batch([IndexAction(INDEX, "s1", doc, None, 1)]) == []
+    (req,) = es.bulk_requests()
+    assert orjson.loads(req.body.split(b"\n")[0]) == {  # type: ignore[union-attr]
+        "index": {"_index": INDEX, "_id": "s1", "version": 1, "version_type": "external"}}
+    assert h.sink.write_batch([IndexAction(INDEX, "s1", doc, None, 1)]) == []  # resent
+    assert h.sink.write_batch([IndexAction(INDEX, "s1", fixed, None, 2)]) == []  # corrected
+    assert h.sink.write_batch([IndexAction(INDEX, "s1", doc, None, 1)]) == []  # the old one, late
+    assert h.sink.stats.items_conflict == 2 and h.sink.stats.items_rejected == 0
+    assert es.get(INDEX, "s1") == fixed and [d["_version"] for d in es.docs()] == [2]
