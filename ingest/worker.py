@@ -199,18 +199,30 @@ class Worker:
     def _start(self) -> None:
         while not self.stopping.is_set():
             try:
+                # the id is ours: an earlier process with it (a restart) left its lists, taken over
+                # at once; this worker's own list is simply taken again by the first take
                 for slot in self.slots:
                     slot.claim()
                     slot.start_heartbeat()
                 recovered = self.source.recover() + self.source.recover_orphans()
                 for slot in self.slots[1:]:  # a second slot left over by a crash: back to the head
                     recovered += slot.give_back()
+                if len(self.slots) == 1:  # overlap off now, maybe not before the restart
+                    recovered += self._recover_second_slot()
                 self.metrics.recovered.inc(recovered)
                 self._last_recover = time.monotonic()
                 self._redis_ok()
                 return
             except SourceUnavailable as e:
                 self._redis_failed(e)
+
+    def _recover_second_slot(self) -> int:
+        """The ``<id>#2`` list of an earlier process with this id, back to the head of the main list."""
+        second = RedisListSource(self.source.redis, self.source.config, self.source.worker_id + SLOT_SUFFIX)
+        second.claim()
+        n = second.give_back()
+        second.release()
+        return n
 
     def _finish(self) -> None:
         try:
