@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from ingest.document import parse_timestamp
+from ingest.document import format_timestamp, parse_timestamp
 from ingest.errors import ConfigError, IngestError
 from ingest.runtime import tune_gc
 from ingest.settings import ENV_PREFIX, Settings, load_settings, merge_overrides
@@ -133,6 +133,8 @@ def _check_inputs(files: list[str]) -> None:
 def cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.enrich.key_files import check_key_files
     from ingest.inputs import read_events
+    from ingest.model import DeadLetter
+    from ingest.numbers import dumps_document
     from ingest.pipeline import Pipeline
 
     _check_inputs(args.files)
@@ -142,6 +144,7 @@ def cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
     if args.reference_time:
         try:
             read_at = parse_timestamp(args.reference_time)
+            format_timestamp(read_at)  # ValueError outside 1970..9999
         except ValueError as e:
             raise ConfigError(f"--reference-time is not an ISO 8601 time: {args.reference_time!r}") from e
     clock = (lambda: read_at) if read_at is not None else None
@@ -162,9 +165,15 @@ def cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
     for batch in _batches(events(), PARSE_BATCH):
         result = pipeline.process(batch)
         for action in result.actions:
+            try:  # as the sink encodes it: numbers that do not fit their fields dropped (ingest.numbers)
+                line = dumps_document(action.doc)
+            except (orjson.JSONEncodeError, TypeError) as e:  # 1,000-deep fields: dead-lettered, as the worker does
+                result.dead.append(DeadLetter(action.raw or b"", "index", "serialization_error",
+                                              f"document cannot be encoded as JSON: {e}"))
+                continue
             if args.bulk:
                 out.write(orjson.dumps({"create": {"_index": action.index, "_id": action.id}}) + b"\n")
-            out.write(orjson.dumps(action.doc) + b"\n")
+            out.write(line + b"\n")
             kind = action.doc.get("type")
             counts["sessions" if kind == "session" else "alerts" if kind == "alert" else "documents"] += 1
         for dead in result.dead:

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from ingest.errors import SinkUnavailable
 from ingest.model import IndexAction, Rejected
+from ingest.numbers import dumps_document
 from ingest.sinks.base import Sink
 
 log = logging.getLogger(__name__)
@@ -384,7 +385,8 @@ def _encode(action: IndexAction) -> bytes:
         if len(_ACTION_HEADS) > 1000:
             _ACTION_HEADS.clear()
         head = _ACTION_HEADS[action.index] = b'{"create":{"_index":' + orjson.dumps(action.index) + b',"_id":'
-    return b"".join((head, orjson.dumps(action.id), b"}}\n", orjson.dumps(action.doc), b"\n"))
+    # dumps_document: numbers that do not fit their fields dropped (ingest.numbers), not rejected by the bulk
+    return b"".join((head, orjson.dumps(action.id), b"}}\n", dumps_document(action.doc), b"\n"))
 
 
 def _error_type(body: Any) -> str:
