@@ -325,7 +325,6 @@ class Worker:
         """Process one batch held in ``slot`` and hand it to the sender (after the batch in
         flight, if any, was acknowledged); without overlap, wait for it and acknowledge it."""
         started = time.monotonic()
-        self.metrics.events_in.inc(len(raws))
         result = self._process(raws)
         self.metrics.loop_ran("indexing")
         if self._inflight is not None:
@@ -381,18 +380,7 @@ class Worker:
         indexed = len(result.actions) - len(rejected)
         pending = self.notifier.pending(result.actions, rejected) if self.notifier is not None else None
         self._ack(dead, batch.source, pending)
-        self.metrics.events_indexed.inc(indexed)
-        made = {"session": 0, "alert": 0}
-        for action in result.actions:
-            kind = action.doc.get("type")
-            if kind in made:
-                made[kind] += 1
-        self.metrics.sessions.inc(made["session"])
-        self.metrics.alerts.inc(made["alert"])
-        for r in rejected:
-            self.metrics.events_rejected.labels(str(r.status)).inc()
-        for d in dead:
-            self.metrics.dead_lettered.labels(d.stage, d.error_code).inc()
+        self._count(len(raws), result, rejected, dead)
         if dead:
             codes: dict[str, int] = {}
             for d in dead:
@@ -410,6 +398,46 @@ class Worker:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("batch: %d events in, %d indexed, %d dead-lettered", len(raws), indexed, len(dead))
         self._log_progress()
+
+    def _count(self, n_raws: int, result: BatchResult, rejected: list[Rejected], dead: list[DeadLetter]) -> None:
+        """The batch's counters, one increment per counter and label (not per event): each input
+        event once, by outcome; each accepted document once, by type (sessions and alerts are
+        documents the pipeline made, not input events)."""
+        m = self.metrics
+        derived = {"session": 0, "alert": 0}
+        for action in result.actions:
+            if action.raw is None:  # made by the pipeline: a session or an alert
+                kind = action.doc.get("type")
+                derived[kind if kind == "alert" else "session"] += 1
+        events = len(result.actions) - derived["session"] - derived["alert"]
+        dead_events = len(result.dead)
+        if rejected:
+            refused: dict[tuple[str, str], int] = {}
+            for r in rejected:
+                if r.action.raw is not None:
+                    kind = "event"
+                    events -= 1
+                    dead_events += 1
+                else:
+                    kind = "alert" if r.action.doc.get("type") == "alert" else "session"
+                    derived[kind] -= 1
+                key = (str(r.status), kind)
+                refused[key] = refused.get(key, 0) + 1
+            for (status, kind), n in refused.items():
+                m.documents_rejected.labels(status, kind).inc(n)
+        m.events.labels("indexed").inc(n_raws - dead_events)
+        if dead_events:
+            m.events.labels("dead_lettered").inc(dead_events)
+        m.documents.labels("event").inc(events)
+        for kind, n in derived.items():
+            if n:
+                m.documents.labels(kind).inc(n)
+        if dead:
+            by: dict[tuple[str, str], int] = {}
+            for d in dead:
+                by[(d.stage, d.error_code)] = by.get((d.stage, d.error_code), 0) + 1
+            for (stage, code), n in by.items():
+                m.dead_lettered.labels(stage, code).inc(n)
 
     # -- steps -----------------------------------------------------------------------------
 

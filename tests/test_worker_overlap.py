@@ -32,7 +32,8 @@ def test_overlap_holds_two_batches_and_stores_each_once(redis_server: RedisServe
     wait_for(lambda: finished(redis_client, es_double, expected), 60, "all events indexed")
     running.stop()
     check_end_state(redis_client, es_double, expected)
-    assert worker.metrics.events_indexed._value.get() == 1000
+    assert worker.metrics.events.labels("indexed")._value.get() == 1000
+    assert worker.metrics.documents.labels("event")._value.get() == 1000
     assert not redis_client.smembers("filebeat:workers")  # both slots released
     assert not redis_client.keys("filebeat:heartbeat:*")
 
