@@ -14,6 +14,7 @@ import orjson
 
 from ingest.document import format_timestamp, parse_timestamp
 from ingest.errors import ConfigError, IngestError
+from ingest.logsafe import install
 from ingest.runtime import tune_gc
 from ingest.settings import ENV_PREFIX, Settings, load_settings, merge_overrides
 
@@ -290,8 +291,9 @@ def cmd_notify_test(args: argparse.Namespace, settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # every message escaped (ingest.logsafe): text quoted from events cannot forge a log line
+    install("%(asctime)s %(levelname)s %(name)s: %(message)s",
+            getattr(logging, str(args.log_level).upper(), logging.INFO))
     overrides = _parse_overrides(args) if args.command == "parse" else {}
     try:
         settings = load_settings(args.config, merge_overrides(overrides))

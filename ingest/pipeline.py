@@ -115,7 +115,9 @@ class Pipeline:
             try:
                 doc = parsers[routed.kind].parse(routed.message, ctx)
             except Exception as e:  # a parser bug must not stop the batch: keep the event
-                log.exception("parser %s failed on an event", routed.kind)
+                # the message and traceback may quote the event: escaped, traceback only at DEBUG
+                log.error("parser %s failed on an event (%s: %s)", routed.kind, type(e).__name__, quote(str(e)),
+                          exc_info=log.isEnabledFor(logging.DEBUG))
                 result.dead.append(DeadLetter(raw, "parse", "parser_error",
                                               f"{routed.kind} parser raised {type(e).__name__}: {quote(str(e))}"))
                 continue

@@ -21,6 +21,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from ingest.document import parse_timestamp
+from ingest.logsafe import escape
 from ingest.model import DeadLetter
 from ingest.numbers import TOO_LARGE
 
@@ -57,9 +58,11 @@ class RoutingConfig(BaseModel):
 
 
 def quote(value: Any, limit: int = 60) -> str:
-    """At most ``limit`` characters of a value, for error messages."""
+    """At most ``limit`` characters of a value, for error messages (dead-letter reasons, logs):
+    control characters, line separators and lone surrogates escaped (:func:`ingest.logsafe.escape`),
+    so an event's text cannot forge a line of the worker's log."""
     text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
+    return escape(text if len(text) <= limit else text[:limit] + "...")
 
 
 @dataclass(slots=True)

@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ingest.deadletter import DeadLetterStore
 from ingest.errors import ConfigError, SinkUnavailable, SourceUnavailable
+from ingest.logsafe import escape, label
 from ingest.metrics import Metrics
 from ingest.model import BatchResult, DeadLetter, IndexAction, Rejected
 from ingest.route import quote
@@ -424,7 +425,7 @@ class Worker:
                 key = (str(r.status), kind)
                 refused[key] = refused.get(key, 0) + 1
             for (status, kind), n in refused.items():
-                m.documents_rejected.labels(status, kind).inc(n)
+                m.documents_rejected.labels(label(status), kind).inc(n)
         m.events.labels("indexed").inc(n_raws - dead_events)
         if dead_events:
             m.events.labels("dead_lettered").inc(dead_events)
@@ -437,7 +438,7 @@ class Worker:
             for d in dead:
                 by[(d.stage, d.error_code)] = by.get((d.stage, d.error_code), 0) + 1
             for (stage, code), n in by.items():
-                m.dead_lettered.labels(stage, code).inc(n)
+                m.dead_lettered.labels(label(stage), label(code)).inc(n)
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -481,7 +482,8 @@ class Worker:
     @staticmethod
     def _rejected_letter(r: Rejected) -> DeadLetter:
         raw = r.action.raw if r.action.raw is not None else orjson.dumps(r.action.doc, default=str)
-        return DeadLetter(raw, "index", r.error_type or "rejected", r.reason, r.status or None)
+        # Elasticsearch's reason quotes the field's value (the event's text): escaped for the log
+        return DeadLetter(raw, "index", label(r.error_type or "rejected"), escape(r.reason), r.status or None)
 
     def _ack(self, dead: list[DeadLetter], slot: RedisListSource | None = None, pending: Pending | None = None
              ) -> None:

@@ -21,6 +21,7 @@ import orjson
 import redis
 
 from ingest.deadletter import DeadLetterStore
+from ingest.logsafe import install
 from ingest.metrics import Metrics
 from ingest.sources.redis_list import RedisListSource, RedisSourceConfig
 from ingest.worker import Worker, WorkerConfig
@@ -132,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detect", action="store_true", help="the detection rules on (Redis state)")
     ap.add_argument("--notify", help="notify settings as JSON: alerts queued with the ack, the sender running")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s {args.id} %(levelname)s %(name)s: %(message)s")
+    install(f"%(asctime)s {args.id} %(levelname)s %(name)s: %(message)s")  # as audit-ingest does
     logging.getLogger("elastic_transport").setLevel(logging.WARNING)
     notify = notifications(args.redis, orjson.loads(args.notify), args.id) if args.notify else None
     worker = make_worker(args.redis, args.es, args.id, batch_size=args.batch_size, ttl=args.ttl,
