@@ -18,7 +18,9 @@ and take/ack/give back/recover are the same whole-list scripts as without overla
 calls of the queue stay on the main thread; batches are acknowledged in the order they were
 taken, each only after the sink confirmed it. At most two batches are held. The second one is
 taken only while Elasticsearch answers without failures (not at start, not while the sink
-retries), so while Elasticsearch is down the worker holds one batch, as without overlap.
+retries); should the sink start failing while the second is held, that one is given back to the
+head of the main list at once, so while Elasticsearch is down the worker holds one batch, as
+without overlap.
 
 Stopping (SIGTERM/SIGINT, or :meth:`Worker.stop`): no new batch is taken; the batches held (in
 flight, or processed and waiting for the sender) get ``shutdown_timeout`` to finish, after which
@@ -33,7 +35,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 from types import FrameType
@@ -329,8 +331,9 @@ class Worker:
         result = self._process(raws)
         self.metrics.loop_ran("indexing")
         if self._inflight is not None:
+            self._wait_holding(slot or self.source)
             self._complete()
-            if not (slot or self.source).in_flight:  # given back with the one in flight
+            if not (slot or self.source).in_flight:  # given back (sink failing, or with the one in flight)
                 return
         batch = _Batch(slot or self.source, raws, result, started)
         batch.sink_marks = self._sink_marks()
@@ -370,6 +373,24 @@ class Worker:
         self._sink_healthy = self._sink_marks() == batch.sink_marks
         self._acknowledge(batch, rejected)
         self._inflight = None
+
+    def _wait_holding(self, newer: RedisListSource) -> None:
+        """Wait for the batch in flight while ``newer`` holds the next one; should the sink start
+        failing meanwhile (Elasticsearch down), give the newer batch back to the head of the main
+        list at once: while Elasticsearch is down the worker holds one batch, not two."""
+        batch = self._inflight
+        if batch is None or batch.future is None:
+            return
+        while not batch.future.done():
+            wait([batch.future], timeout=0.05)
+            if newer.in_flight and not batch.future.done() and self._sink_marks() != batch.sink_marks:
+                n = newer.in_flight
+                self._sink_healthy = False
+                self._retry_redis("give back", newer.give_back)
+                if not newer.in_flight:
+                    log.info("Elasticsearch is failing: gave the next batch (%d events) back; holding one batch", n)
+                    self.metrics.batches.labels("given_back").inc()
+                return
 
     def _order(self, oldest: RedisListSource) -> list[RedisListSource]:
         """The slots, oldest batch first."""
