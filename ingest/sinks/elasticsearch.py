@@ -266,6 +266,8 @@ class ElasticsearchSink(Sink):
                 else:
                     chunk = max(1, min(chunk, len(part)) // 2)
                     retry.extend(part)
+            if len(retry) < len(pending):  # Elasticsearch took some: the backoff starts over
+                attempt = 0
             pending = sorted(retry)
             if pending and must_wait:
                 attempt = self._wait(attempt, len(pending), len(actions))
