@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Iterator
 from datetime import datetime
@@ -204,19 +205,41 @@ def _template_present(settings: Settings) -> bool | None:
         client.close()
 
 
+class _StopDuringStartUp(BaseException):
+    """SIGTERM/SIGINT before anything was taken from Redis (not an Exception: nothing catches it)."""
+
+
+def _stop_start_up(signum: int, frame: object) -> None:
+    raise _StopDuringStartUp(signal.Signals(signum).name)
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    """The worker. A stop asked for during start-up (the template check may wait for an
+    Elasticsearch that does not answer) ends it with 0, as a stop of the running worker does."""
     from ingest.enrich.key_files import check_key_files
     from ingest.worker import build_worker
 
-    check_key_files(settings.keys)
-    if not args.skip_template_check and _template_present(settings) is False:
-        log.error("the index template for %s* is not installed: run `audit-ingest setup` first "
-                  "(or start with --skip-template-check)", settings.index.prefix)
-        return 2
+    for signum in (signal.SIGTERM, signal.SIGINT):  # until the worker's own handlers take over
+        signal.signal(signum, _stop_start_up)
+    try:
+        check_key_files(settings.keys)
+        if not args.skip_template_check and _template_present(settings) is False:
+            log.error("the index template for %s* is not installed: run `audit-ingest setup` first "
+                      "(or start with --skip-template-check)", settings.index.prefix)
+            return 2
+        stop_asked: list[int] = []
+        for signum in (signal.SIGTERM, signal.SIGINT):  # threads start now: no more raising
+            signal.signal(signum, lambda n, f: stop_asked.append(n))
+    except _StopDuringStartUp as e:
+        log.info("%s during start-up: stopped before taking anything", e)
+        return 0
     worker, close = build_worker(settings)
     tune_gc()
     try:
         worker.install_signal_handlers()
+        if stop_asked:
+            log.info("%s during start-up: stopping", signal.Signals(stop_asked[0]).name)
+            worker.stop()
         return worker.run()
     finally:
         close()

@@ -3,7 +3,8 @@
 Every worker has its own :class:`CollectorRegistry` (tests run several in one process). The HTTP
 server answers ``/metrics`` (Prometheus text format) and ``/healthz``: 200 while the worker loop
 completed an iteration within ``stale_after``, 503 otherwise (stuck, or waiting for
-Elasticsearch or Redis that long), with a one-line reason.
+Elasticsearch or Redis that long), and 503 at once while Redis refuses the worker's credentials;
+with a one-line reason.
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ class Metrics:
         self.stale_after = stale_after
         self._beat = time.monotonic()
         self.state = "starting"
+        #: set while the worker cannot work for a reason that waiting will not cure by itself
+        #: (Redis refused authentication): /healthz fails at once, saying so
+        self.failing: str | None = None
 
     def loop_ran(self, state: str = "running") -> None:
         self._beat = time.monotonic()
@@ -101,6 +105,9 @@ class Metrics:
 
     def health(self) -> tuple[bool, str]:
         age = time.monotonic() - self._beat
+        failing = self.failing
+        if failing is not None:
+            return False, f"failing: {failing} ({self.state}, last loop {age:.1f}s ago)"
         if age <= self.stale_after:
             return True, f"ok: {self.state}, last loop {age:.1f}s ago"
         return False, f"stale: {self.state}, last loop {age:.1f}s ago (limit {self.stale_after:.0f}s)"

@@ -50,7 +50,7 @@ from ingest.logsafe import escape, label
 from ingest.metrics import Metrics
 from ingest.model import BatchResult, DeadLetter, IndexAction, Rejected
 from ingest.route import quote
-from ingest.sources.redis_list import RedisListSource, default_worker_id, mask_url
+from ingest.sources.redis_list import RedisAuthFailed, RedisListSource, default_worker_id, mask_url
 
 if TYPE_CHECKING:
     from ingest.notify.hook import Notifier, Pending
@@ -542,9 +542,14 @@ class Worker:
 
     def _redis_failed(self, e: Exception) -> None:
         self.metrics.retries.labels("redis").inc()
-        if self._redis_down_since is None:
-            self._redis_down_since = time.monotonic()
-            log.warning("%s; retrying with backoff", e)
+        auth = isinstance(e, RedisAuthFailed)
+        if self._redis_down_since is None or (auth and self.metrics.failing is None):
+            self._redis_down_since = self._redis_down_since or time.monotonic()
+            if auth:  # not "down": a setting to fix; /healthz fails now, not after stale_after
+                log.error("%s; retrying with backoff", e)
+            else:
+                log.warning("%s; retrying with backoff", e)
+        self.metrics.failing = "Redis refused authentication" if auth else None
         self.metrics.state = "waiting for redis"
         wait = self._backoff
         self._backoff = min(self._backoff * 2, self.config.backoff_max.total_seconds())
@@ -552,6 +557,7 @@ class Worker:
         (self.sink_stop if self.stopping.is_set() else self.stopping).wait(wait)
 
     def _redis_ok(self) -> None:
+        self.metrics.failing = None
         if self._redis_down_since is not None:
             log.info("Redis is back after %.1fs", time.monotonic() - self._redis_down_since)
             self._redis_down_since = None

@@ -60,6 +60,18 @@ REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLo
               redis.exceptions.ReadOnlyError, redis.exceptions.TryAgainError)
 
 
+#: errors that mean "Redis refuses our credentials": a wrong password or user (WRONGPASS, NOAUTH),
+#: or an ACL user without the rights the scripts need (NOPERM)
+REDIS_AUTH = (redis.AuthenticationError, redis.exceptions.AuthenticationWrongNumberOfArgsError,
+              redis.exceptions.NoPermissionError)
+
+
+class RedisAuthFailed(SourceUnavailable):
+    """Redis refused the credentials. Not "Redis down": said so, and ``/healthz`` fails at once;
+    still retried with backoff, since the fix may be on the Redis side (a password or ACL changed
+    and Redis restarted) rather than in the worker's settings."""
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -347,6 +359,9 @@ class RedisListSource:
     def _call(self, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
+        except REDIS_AUTH as e:  # before REDIS_DOWN: AuthenticationError is a ConnectionError
+            raise RedisAuthFailed(f"Redis {mask_url(self.config.url)} refused authentication ({type(e).__name__}: "
+                                  f"{e}): check the password and user in redis.url / redis.password") from e
         except REDIS_DOWN as e:
             raise SourceUnavailable(f"Redis {mask_url(self.config.url)} unavailable: {type(e).__name__}: {e}"
                                     ) from e
