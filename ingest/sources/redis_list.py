@@ -30,9 +30,10 @@ taken over (``take``, ``ack``, ``give_back``, heartbeat, ``release``) checks the
 script and is refused, so it cannot delete or move the new owner's batch; it stops at its next
 heartbeat, and what it held was given back by the new owner (delivered again, at least once).
 
-The guarantee holds only as far as Redis keeps its data: run it with AOF (``appendonly yes``,
-``appendfsync everysec`` or ``always``) or RDB snapshots; a Redis that restarts empty loses what
-it held, in the main list as much as in processing lists.
+The guarantee holds only as far as Redis keeps its data: run it with AOF (``appendonly yes``)
+or RDB snapshots; a Redis that restarts empty loses what it held, in the main list as much as in
+processing lists. A crash of the host loses nothing acknowledged with ``appendfsync always`` (the
+compose default), the last second with ``everysec`` (README, ``REDIS_APPENDFSYNC``).
 """
 
 from __future__ import annotations
