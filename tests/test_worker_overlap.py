@@ -109,7 +109,7 @@ def test_sigkill_then_restart_with_the_same_id(procs: Procs, redis_client: redis
     proc.kill()
     proc.wait()
     es_double.clear_faults()
-    procs.start("s1")  # same id: waits for the old heartbeats, then takes over both lists
+    procs.start("s1")  # same id: takes both lists over at once (the old heartbeats are not waited for)
     wait_for(lambda: finished(redis_client, es_double, expected), 60, "all indexed after the restart")
     assert procs.terminate_all()["s1"] == 0
     check_end_state(redis_client, es_double, expected)
