@@ -21,6 +21,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from ingest.document import parse_timestamp
+from ingest.journald import header_line, is_journald
+from ingest.journald import kind_of as journald_kind
 from ingest.logsafe import escape
 from ingest.model import DeadLetter
 from ingest.numbers import TOO_LARGE
@@ -29,6 +31,8 @@ from ingest.numbers import TOO_LARGE
 LONG_MAX = 2**63 - 1
 
 KINDS = frozenset({"auth", "commands", "auditd", "openvpn", "teleport", "shell"})
+#: the kinds whose lines start with a syslog header (a journald entry gets one written for it)
+HEADER_KINDS = frozenset({"auth", "commands", "openvpn", "shell"})
 
 DEFAULT_PATH_ROUTES: list[tuple[str, str]] = [
     ("*/auth.log*", "auth"),
@@ -188,6 +192,10 @@ class Router:
         if offset is not None and not 0 <= offset <= LONG_MAX:  # log.offset is a long: see ingest.numbers
             offset = None
         kind = self._kind(event, path)
+        if path is None and is_journald(event):  # Filebeat's journald input: no header in the message
+            kind = kind or journald_kind(event)
+            if kind in HEADER_KINDS:
+                message = header_line(event, message)
         if kind is None:
             return DeadLetter(raw, "route", "no_route",
                               f"no route for this event (path {quote(path)}, no {self.config.field_route}, no module)")
@@ -216,5 +224,7 @@ class Router:
             if module:
                 if module == "auditd":
                     return "auditd"
+                if module == "system" and found.get("dataset") == "system.auth":  # type: ignore[union-attr]
+                    return "auth"  # the system module's auth fileset (from a file or the journal)
                 break
         return self.kind_for_path(path)

@@ -25,8 +25,11 @@ TELEPORT_FAILURE_ACTIONS = frozenset({"auth", "user.login"})
 AUDIT_FAILURE_ACTION = "user_auth"
 #: every ``event.action`` some rule looks at (failures, SSH/VPN/Teleport logins): others are dismissed
 RULE_ACTIONS = FAILURE_ACTIONS | TELEPORT_FAILURE_ACTIONS | {"vpn_connect", AUDIT_FAILURE_ACTION}
-#: the log a failure comes from when a host's auth.log and audit.log both report it (by doc type)
-_BOTH_LOGS = {"auth": "auth", "auditd": "audit"}
+#: the evidence classes of one host's authentication attempts (see :func:`failure_origin`), by action
+EVIDENCE_OF = {"ssh_login": "sshd", "ssh_connection_closed": "conn", "authentication_failure": "pam",
+               AUDIT_FAILURE_ACTION: "audit"}
+#: every evidence class, in the order the store compares them
+EVIDENCE = ("sshd", "conn", "pam", "audit")
 
 Network = IPv4Network | IPv6Network
 
@@ -58,32 +61,71 @@ def is_failure(doc: dict[str, Any]) -> bool:
     return action in FAILURE_ACTIONS or (doc_type == "teleport" and action in TELEPORT_FAILURE_ACTIONS)
 
 
-def failure_log(doc: dict[str, Any]) -> tuple[str, str] | None:
-    """(host, log) of a failure that a host's auth.log and audit.log both report (sshd and PAM
-    write one attempt to each), so the store counts each attempt once; None for the others.
+def failure_origin(doc: dict[str, Any]) -> tuple[str, str] | None:
+    """(origin, evidence class) of a failure that other lines may report again, so the store
+    counts each attempt once (README "One attempt, counted once"); None for the others (OpenVPN,
+    Teleport: always counted).
 
-    The host is auditd's ``node=`` (audisp-remote), else the syslog header's host, else Filebeat's
-    host name, cut to its first label and lower-cased (``web-1.example.com`` and ``web-1`` agree).
+    One wrong SSH password is written up to four times, all by the connection's privileged sshd
+    process (its pid in the syslog header, and in auditd's ``pid=``): sshd's ``Failed password``
+    (class ``sshd``: one per attempt), pam_unix's ``authentication failure`` then ``PAM N more
+    authentication failures`` (``pam``: one per attempt, the second line counted N times), the
+    pre-auth ``Connection closed by authenticating user ...`` when the client gives up and the
+    ``Invalid user X from ...`` before the first attempt (``conn``: one per connection however many
+    such lines, and the only line a key-guessing bot leaves), and PAM's ``USER_AUTH
+    res=failed`` in audit.log (``audit``). The store counts, per origin, the largest class.
+
+    The origin is host, service and pid. The host is auditd's ``node=`` (audisp-remote), else the
+    syslog header's host, else Filebeat's host name, cut to its first label and lower-cased
+    (``web-1.example.com`` and ``web-1`` agree); the service is the PAM service, else the program
+    (auditd: the executable's name), ``sshd-session`` and ``sshd-auth`` being ``sshd``. A line
+    without a pid names no connection: it is always counted.
     """
-    log = _BOTH_LOGS.get(doc.get("type"))  # type: ignore[arg-type]
-    if log is None:
+    evidence = EVIDENCE_OF.get(field(doc, "event", "action"))  # type: ignore[arg-type]
+    if evidence is None:
         return None
-    host = get_path(doc, "auditd.log.node") if log == "audit" else None
+    if evidence == "sshd" and get_path(doc, "system.auth.ssh.event") == "Invalid":
+        evidence = "conn"  # "Invalid user X from ...": once per connection, before its attempts
+    doc_type = doc.get("type")
+    if doc_type == "auditd":
+        if evidence != "audit":
+            return None
+        host = get_path(doc, "auditd.log.node")
+        exe = field(doc, "process", "executable")
+        service = exe.rpartition("/")[2] if isinstance(exe, str) else field(doc, "process", "name")
+    elif doc_type == "auth" and evidence != "audit":
+        host = None
+        service = get_path(doc, "system.auth.pam.service") if evidence == "pam" else None
+        if not isinstance(service, str) or not service:
+            service = field(doc, "process", "name")
+    else:
+        return None
     if not isinstance(host, str) or not host:
         host = field(doc, "host", "hostname") or field(doc, "host", "name")
     if not isinstance(host, str) or not host:
         return None
-    return host.partition(".")[0].lower(), log
+    if not isinstance(service, str) or not service:
+        service = "-"
+    elif service.startswith("sshd"):  # sshd, sshd-session, sshd-auth (OpenSSH 9.8+), sshd.exe ...
+        service = "sshd"
+    pid = field(doc, "process", "pid")
+    if type(pid) is not int:
+        return None
+    return f"{host.partition('.')[0].lower()}/{service.lower()}/{pid}", evidence
 
 
 def repeated(doc: dict[str, Any]) -> int:
     """How many failures ``doc`` stands for: ``log.syslog.repeated`` (rsyslog's "message repeated
-    N times: [...]", parsed into its body) or 1; at least 1, at most :data:`MAX_REPEATED`."""
+    N times: [...]", parsed into its body) times pam_unix's ``N more authentication failures``
+    (``system.auth.pam.failures``), each 1 when absent; at least 1, at most :data:`MAX_REPEATED`."""
     log = doc.get("log")
     syslog = log.get("syslog") if type(log) is dict else None
     n = syslog.get("repeated") if type(syslog) is dict else None
     if type(n) is not int or n < 1:
-        return 1
+        n = 1
+    more = get_path(doc, "system.auth.pam.failures") if "system" in doc else None
+    if type(more) is int and more > 1:
+        n *= more
     return min(n, MAX_REPEATED)
 
 

@@ -32,7 +32,7 @@ from ingest.detect.rules import (
     allowed_for,
     country_subject,
     event_key,
-    failure_log,
+    failure_origin,
     field,
     is_failure,
     is_login_success,
@@ -113,7 +113,7 @@ class DetectionStage:
                 host = field(doc, "host", "hostname")
                 host = host if isinstance(host, str) else None
                 user = user if isinstance(user, str) else None
-                origin, log = failure_log(doc) or (None, None)
+                origin, log = failure_origin(doc) or (None, None)
                 failures.extend(Failure(ip, ts, key, host, user, origin, log, i) for i in range(repeated(doc)))
                 by_key[key] = doc
             country = get_path(doc, "source.geo.country_iso_code")

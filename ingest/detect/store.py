@@ -14,10 +14,12 @@ Redis layout, under ``key_prefix`` (default ``audit-ingest:detect:``)::
                                         members, the 2nd..Nth with their index appended.
                                         Trimmed to 2 windows behind the newest event it got;
                                         PX = 2 windows + 1 h (processing time) after its last write.
-    <prefix>bf:<ip>|<origin>|<log> zset  the same members, per host (``origin``) and log
-                                        (``log``: ``auth`` or ``audit``) for failures both logs
-                                        of a host report (sshd/PAM in auth.log and audit.log):
-                                        see "One attempt, counted once" below. Same trim and PX.
+    <prefix>bf:<ip>|<host>/<service>/<pid>|<class> zset  the same members, per origin (one
+                                        connection: host, service, sshd pid) and evidence class (``sshd``, ``conn``, ``pam``,
+                                        ``audit``: rules.failure_origin) for failures several
+                                        lines report (class ``conn``: one member per
+                                        connection): see "One attempt, counted once" below.
+                                        Same trim and PX.
     <prefix>bf:<ip>:<w>          string JSON of the alert fired for window number ``w``
                                  (``floor(ts_ms / window_ms)``), SET NX: at most one alert per IP
                                  per aligned window; same PX as the zset.
@@ -37,14 +39,15 @@ the trigger plus those the same batch added after it up to the end of the trigge
 window, i.e. the count when the batch that fired it was done (``bruteforce.log``: fires on the
 11th failure, reports all 12 of the batch). Later batches do not update an alert already fired.
 
-One attempt, counted once: a failed SSH password is written to auth.log by sshd and to audit.log
-by PAM (USER_AUTH res=failed). A failure that has an ``origin`` and a ``log`` is first added to
-its host-and-log zset; it counts (is added to ``bf:<ip>``) only if that log now reports more
-failures of the IP on that host than the host's other log does, both counted over the window
-ending at the failure widened by ``SAME_ATTEMPT_MS`` on both sides (the two logs stamp one attempt
-up to a second apart). So per host the count is the larger of the two logs' counts: a site
-shipping both logs counts each attempt once, one shipping either log counts it from that log, in
-any order and across workers.
+One attempt, counted once: a failed SSH password is written by sshd (``Failed password``), by
+pam_unix (``authentication failure``), by sshd again when the client gives up (pre-auth
+``Connection closed by``) and by PAM to audit.log (USER_AUTH res=failed). A failure that has an
+``origin`` and a class (``Failure.log``) is first added to its origin-and-class zset; it counts (is
+added to ``bf:<ip>``) only if that class now holds more of the origin's failures than each other
+class does. The origin names one connection (host, service, sshd pid), so the whole zsets are
+compared, not a window (a connection's lines may come in any order, minutes apart). So per
+connection the count is the largest class's count: each attempt is counted once, whichever of the
+lines and logs a site ships, in any order and across workers.
 
 Redelivery: an already-counted member is not counted again; if it is the member that fired an
 alert, that same alert is returned again (same ``_id``: the ``create`` op answers 409), so a batch
@@ -62,15 +65,13 @@ from typing import Any
 import orjson
 import redis
 
+from ingest.detect.rules import EVIDENCE
 from ingest.errors import SourceUnavailable
 
 #: State keys outlive their logical period by this much (processing time), for late events.
 GRACE_MS = 3_600_000
-#: the two logs that report the same authentication attempts of a host
-OTHER_LOG = {"auth": "audit", "audit": "auth"}
-#: how far apart the two logs' times of one attempt may be (auth.log's classic stamps drop the
-#: fraction of a second; PAM's audit record is written just before or after sshd's line)
-SAME_ATTEMPT_MS = 2000
+#: per evidence class, the other classes that report the same attempts of a host and service
+OTHERS = {e: tuple(o for o in EVIDENCE if o != e) for e in EVIDENCE}
 
 
 class DetectionStoreUnavailable(SourceUnavailable):
@@ -91,10 +92,16 @@ class Failure:
     key: str  # stable event key (redelivery de-duplication)
     host: str | None = None
     user: str | None = None
-    #: the host and the log ("auth" / "audit") of a failure both logs of a host report; None: always counted
+    #: host/service and evidence class of a failure other lines report too (rules.failure_origin);
+    #: None: always counted
     origin: str | None = None
     log: str | None = None
     repeat: int = 0  # which of the document's repeated failures (0: the first, or the only one)
+
+    def class_member(self) -> str:
+        """Its member in its origin-and-class zset: the connection's lines of class ``conn`` share
+        one (a connection is one of them however many such lines it logs), others their own."""
+        return "conn" if self.log == "conn" else self.member()
 
     def member(self) -> str:
         if self.repeat:
@@ -178,19 +185,18 @@ class MemoryDetectionStore(DetectionStore):
                     mine = self._by_log.get((f.ip, f.origin, f.log))
                     if mine is None:
                         mine = self._by_log[(f.ip, f.origin, f.log)] = ([], set())
-                    if member in mine[1]:
+                    cmember = f.class_member()
+                    if cmember in mine[1]:
                         fresh = False
                     else:
-                        bisect.insort(mine[0], (f.ts_ms, member))
-                        mine[1].add(member)
-                        other = self._by_log.get((f.ip, f.origin, OTHER_LOG.get(f.log, "")))
-                        if other is not None:
-                            lo, hi = f.ts_ms - window_ms - SAME_ATTEMPT_MS, f.ts_ms + SAME_ATTEMPT_MS + 1
-                            counts = self._count(mine, lo, hi) > self._count(other, lo, hi)
+                        bisect.insort(mine[0], (f.ts_ms, cmember))
+                        mine[1].add(cmember)
+                        others = [self._by_log.get((f.ip, f.origin, o)) for o in OTHERS.get(f.log, ())]
+                        counts = len(mine[0]) > max((len(o[0]) for o in others if o is not None), default=0)
                     if mine[0][0][0] < f.ts_ms - 2 * window_ms:
                         self._trim(mine, f.ts_ms - 2 * window_ms)
                 if fresh and not counts:
-                    pass  # the other log of this host already reported this attempt
+                    pass  # another class of lines of this host already reported this attempt
                 elif fresh and member not in zset[1]:
                     bisect.insort(zset[0], (f.ts_ms, member))
                     zset[1].add(member)
@@ -270,11 +276,10 @@ def _new_country_step(h: dict[str, str], login: Login, lookback_ms: int) -> tupl
 
 
 # KEYS: per failure, the IP's zset and its fired-flag key; for a failure with an origin also its
-#       host-and-log zset and the host's other log's zset.
+#       origin-and-class zset and the origin's other classes' zsets.
 # ARGV: threshold, ttl_ms, the number of failures, then per failure: member, ts, "(" .. (ts - window),
-#       cut (ts - 2 windows), "(" .. end of the aligned window of ts, 1 if it has an origin (else 0),
-#       and for one with an origin the bounds the two logs are compared over:
-#       "(" .. (ts - window - SAME_ATTEMPT_MS), ts + SAME_ATTEMPT_MS.
+#       cut (ts - 2 windows), "(" .. end of the aligned window of ts, the number of other classes
+#       (0: no origin), and for one with an origin its member in its class zset.
 # Returns the fired (or re-emitted) payloads as {index of the failure (1-based), payload}.
 BRUTE_FORCE_LUA = """
 local threshold = tonumber(ARGV[1])
@@ -285,24 +290,28 @@ local k, a = 1, 4
 for i = 1, tonumber(ARGV[3]) do
   local zkey, fkey = KEYS[k], KEYS[k + 1]
   local member, ts, lo, cut, hi = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local dedup = ARGV[a + 5] == '1'
+  local nothers = tonumber(ARGV[a + 5])
   k, a = k + 2, a + 6
   local fresh, counts = true, true
-  if dedup then
-    local mine, other, slo, shi = KEYS[k], KEYS[k + 1], ARGV[a], ARGV[a + 1]
-    k, a = k + 2, a + 2
-    if redis.call('ZADD', mine, 'NX', ts, member) == 0 then
+  if nothers > 0 then
+    local mine, cmember = KEYS[k], ARGV[a]
+    a = a + 1
+    if redis.call('ZADD', mine, 'NX', ts, cmember) == 0 then
       fresh = false
     else
-      if redis.call('EXISTS', other) == 1 then
-        counts = redis.call('ZCOUNT', mine, slo, shi) > redis.call('ZCOUNT', other, slo, shi)
+      local own = redis.call('ZCARD', mine)
+      for j = 1, nothers do
+        if counts and redis.call('ZCARD', KEYS[k + j]) >= own then
+          counts = false
+        end
       end
       redis.call('ZREMRANGEBYSCORE', mine, '-inf', '(' .. cut)
       redis.call('PEXPIRE', mine, ttl)
     end
+    k = k + 1 + nothers
   end
   if fresh and not counts then
-    -- the other log of this host already reported this attempt
+    -- another class of lines of this host already reported this attempt
   elseif fresh and redis.call('ZADD', zkey, 'NX', ts, member) == 1 then
     local count = redis.call('ZCOUNT', zkey, lo, ts)
     if count > threshold and redis.call('EXISTS', fkey) == 0 then
@@ -407,9 +416,11 @@ class RedisDetectionStore(DetectionStore):
                         keys += [zkey, f"{zkey}:{w}"]
                         args += [f.member(), f.ts_ms, f"({f.ts_ms - window_ms}", f.ts_ms - 2 * window_ms,
                                  f"({(w + 1) * window_ms}"]
-                        if f.origin is not None and f.log is not None:
-                            keys += [f"{zkey}|{f.origin}|{f.log}", f"{zkey}|{f.origin}|{OTHER_LOG.get(f.log, '')}"]
-                            args += [1, f"({f.ts_ms - window_ms - SAME_ATTEMPT_MS}", f.ts_ms + SAME_ATTEMPT_MS]
+                        if f.origin is not None and f.log in OTHERS:
+                            others = OTHERS.get(f.log, ())
+                            keys.append(f"{zkey}|{f.origin}|{f.log}")
+                            keys += [f"{zkey}|{f.origin}|{o}" for o in others]
+                            args += [len(others), f.class_member()]
                         else:
                             args.append(0)
                     self._bf(keys=keys, args=args, client=pipe)

@@ -70,7 +70,10 @@ class RulesParser(Parser):
 
     def _split(self, line: str, doc: dict[str, Any]) -> tuple[str, str | None] | None:
         """The header's fields into ``doc``; the text the rules get and the program (None: no header
-        form matches)."""
+        form matches). A byte-order mark before the line and the end of a CRLF line (or trailing
+        blanks a relay added) are not part of the message's text (``message`` keeps them)."""
+        if line and (line[-1] <= " " or line[0] == "\ufeff"):
+            line = line.lstrip("\ufeff").rstrip()
         body = line
         program: str | None = None
         headers = self._headers

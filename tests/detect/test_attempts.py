@@ -212,3 +212,123 @@ def test_attempts_only_one_log_sees_still_count(make_store: Callable[[], Detecti
     docs = audit + passwords + probes
     [alert] = stage(make_store).process_batch(docs, [f"d-{i}" for i in range(len(docs))])
     assert alert.doc["alert"]["count"] == 12
+
+
+# One connection's lines: sshd, pam_unix, the pre-auth close and auditd, all from its privileged
+# sshd process (one pid). Each attempt must count once, whichever of them a site ships.
+
+def _at(c: int, k: int) -> datetime:
+    return T0 + timedelta(seconds=20 * c + 2 * k)
+
+
+def _syslog(c: int, k: int, text: str, host: str = "web-1", program: str = "sshd") -> dict[str, Any]:
+    t = _at(c, k)
+    line = f"{t:%b} {t.day:2d} {t:%H:%M:%S} {host} {program}[{6000 + c}]: {text}"
+    return shipped(AUTH.parse(line, CTX), host)
+
+
+def connection(c: int, attempts: int, *, ip: str = IP, user: str = "root", invalid: bool = False,
+               pam: bool = True, audit: bool = False, close: bool = True, repeats: bool = False,
+               program: str = "sshd") -> list[dict[str, Any]]:
+    """The lines one connection that tries ``attempts`` passwords leaves, in the order sshd writes them."""
+    who = f"invalid user {user}" if invalid else user
+    docs = [_syslog(c, 0, f"Invalid user {user} from {ip} port {40000 + c}", program=program)] if invalid else []
+    for k in range(attempts):
+        if pam and k == 0:
+            docs.append(_syslog(c, k, "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh "
+                                      f"ruser= rhost={ip}" + ("" if invalid else f"  user={user}"), program=program))
+        if audit:
+            epoch = (_at(c, k) + timedelta(milliseconds=310)).timestamp()
+            docs.append(shipped(AUDIT.parse(
+                f"type=USER_AUTH msg=audit({epoch:.3f}:{7000 + 10 * c + k}): pid={6000 + c} uid=0 auid=4294967295 "
+                f"ses=4294967295 msg='op=PAM:authentication grantors=? acct=\"{user}\" exe=\"/usr/sbin/sshd\" "
+                f"hostname={ip} addr={ip} terminal=ssh res=failed'", CTX), "web-1"))
+        if not (repeats and k > 0):
+            docs.append(_syslog(c, k, f"Failed password for {who} from {ip} port {40000 + c} ssh2", program=program))
+    if repeats and attempts > 1:
+        docs.append(_syslog(c, attempts, f"message repeated {attempts - 1} times: [ Failed password for {who} "
+                                         f"from {ip} port {40000 + c} ssh2]", program=program))
+    if pam and attempts > 1:
+        docs.append(_syslog(c, attempts, f"PAM {attempts - 1} more authentication failures; logname= uid=0 euid=0 "
+                                         f"tty=ssh ruser= rhost={ip}" + ("" if invalid else f"  user={user}"),
+                            program=program))
+    if close:
+        docs.append(_syslog(c, attempts, f"Connection closed by {'invalid user ' if invalid else 'authenticating user '}"
+                                         f"{user} {ip} port {40000 + c} [preauth]", program=program))
+    return docs
+
+
+def fires(make_store: Callable[[], DetectionStore], docs: list[dict[str, Any]], threshold: int,
+          batch: int = 7) -> bool:
+    """Whether ``docs`` (in batches, on a fresh store) then one VPN failure 5 minutes later (always
+    counted; its window holds them all, whatever order they came in) raise a brute-force alert at
+    ``threshold``."""
+    store = make_store()
+    if isinstance(store, RedisDetectionStore):
+        store.client.flushdb()
+    else:
+        store = MemoryDetectionStore()
+    s = DetectionStage(store, DetectionConfig.model_validate(
+        {"brute_force": {"threshold": threshold, "window": 600}}), NOW)
+    t = T0 + timedelta(minutes=5)
+    docs = docs + [{"@timestamp": f"{t:%Y-%m-%dT%H:%M:%S}.000Z", "type": "openvpn", "message": "sentinel",
+                    "event": {"action": "vpn_auth_failed", "outcome": "failure"}, "source": {"ip": IP}}]
+    keys = [f"k-{i}" for i in range(len(docs))]
+    out = []
+    for i in range(0, len(docs), batch):
+        out += s.process_batch(docs[i:i + batch], keys[i:i + batch])
+    return any(a.doc["rule"]["name"] == "brute_force" for a in out)
+
+
+def counted(make_store: Callable[[], DetectionStore], docs: list[dict[str, Any]], n: int) -> bool:
+    """True when the docs count exactly ``n`` failures: with the sentinel they fire above n and not above n + 1."""
+    return fires(make_store, docs, n) and not fires(make_store, docs, n + 1)
+
+
+@pytest.mark.parametrize("shape", ["pam", "audit", "invalid", "repeats", "sshd-session", "no close"])
+@pytest.mark.parametrize("order", ["as written", "reversed", "shuffled"])
+def test_each_password_of_a_connection_counts_once(make_store: Callable[[], DetectionStore], shape: str,
+                                                   order: str) -> None:
+    """Four connections of 3 passwords each: 12 attempts, whatever lines they leave and in any order."""
+    kw: dict[str, Any] = {"audit": shape == "audit", "invalid": shape == "invalid", "repeats": shape == "repeats",
+                          "close": shape != "no close", "program": "sshd-session" if shape == "sshd-session" else "sshd"}
+    docs = [d for c in range(4) for d in connection(c, 3, **kw)]
+    assert len(docs) >= 4 * 5  # several lines per attempt
+    if order == "reversed":
+        docs.reverse()
+    elif order == "shuffled":
+        import random
+        random.Random(7).shuffle(docs)
+    assert counted(make_store, docs, 12)
+
+
+def test_eleven_attempts_fire_and_ten_do_not(make_store: Callable[[], DetectionStore]) -> None:
+    """At the default threshold (more than 10 in 60 s): 10 attempts written 4 times each stay below it."""
+    ten = [d for c in range(2) for d in connection(c, 5, audit=True)]
+    assert stage(make_store).process_batch(ten, [f"t-{i}" for i in range(len(ten))]) == []
+    more = connection(2, 1, audit=True)
+    [alert] = stage(make_store).process_batch(more, [f"m-{i}" for i in range(len(more))])
+    assert alert.doc["alert"]["count"] == 11
+
+
+def test_key_guessing_connections_count_once_each(make_store: Callable[[], DetectionStore]) -> None:
+    """A bot that only offers keys leaves the pre-auth close (and "Invalid user") per connection."""
+    docs = [d for c in range(11) for d in connection(c, 0, invalid=c % 2 == 0, pam=False)]
+    assert counted(make_store, docs, 11)
+
+
+def test_other_services_and_connections_are_other_attempts(make_store: Callable[[], DetectionStore]) -> None:
+    """An FTP daemon's PAM failure from the same address is its own attempt; so is each connection."""
+    docs = connection(0, 2) + connection(1, 2)
+    docs.append(_syslog(2, 0, f"pam_unix(vsftpd:auth): authentication failure; logname= uid=0 euid=0 tty=ftp "
+                              f"ruser=root rhost={IP}  user=root", program="vsftpd"))
+    assert counted(make_store, docs, 5)
+
+
+def test_redelivered_connections_count_nothing_again(make_store: Callable[[], DetectionStore]) -> None:
+    docs = [d for c in range(3) for d in connection(c, 4, audit=True, invalid=True)]  # 12 in 46 s
+    keys = [f"r-{i}" for i in range(len(docs))]
+    first = stage(make_store).process_batch(docs, keys)
+    again = stage(make_store).process_batch(docs, keys)
+    assert alerts(first) == [("brute_force", 12)]
+    assert [a.id for a in again] == [first[0].id]

@@ -98,6 +98,7 @@ PAYLOADS: dict[str, str] = {
     "pam_error": "x, Authentication failure",
     "pam_status": "x: 0 (Success)",
     "sudo_exit": "x ; EXIT=0",
+    "bracket_fields": "x] [COMMAND=/bin/true] (owned by unix-user:root)",
     "path_quote": 'x" new "y',
     "backslash": "a\\\\b",
 }
