@@ -315,6 +315,30 @@ def test_backoff_starts_over_once_elasticsearch_takes_documents_again(es: ESDoub
     expect_once(es, acts)
 
 
+def test_a_long_wait_after_an_outage_ends_once_elasticsearch_answers(es: ESDouble) -> None:
+    """Delays grown during an outage are slept in one-second steps with a ping after each: once
+    Elasticsearch is back the batch is resent within a second, not after the rest of the delay."""
+    class Top(random.Random):
+        def uniform(self, a: float, b: float) -> float:
+            return b
+
+    cfg = ElasticsearchConfig(hosts=[es.url], backoff_initial=timedelta(seconds=2),
+                              backoff_max=timedelta(seconds=30), request_timeout=timedelta(seconds=5))
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 3:  # two seconds into the 4 s delay
+            es.up()
+
+    sink = ElasticsearchSink(build_client(cfg), cfg, sleep=sleep, rng=Top())
+    es.down()
+    acts = actions(3)
+    assert sink.write_batch(acts) == []
+    assert sleeps == [2.0, 1.0, 1.0]  # 2 s (short: not probed), then 4 s probed each second, cut at the 2nd
+    expect_once(es, acts)
+
+
 def test_request_too_large_is_split(es: ESDouble) -> None:
     es.fail_requests(413, times=2)
     h = Harness(es)
