@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Iterator
 from datetime import datetime
@@ -12,8 +13,9 @@ from typing import Any
 
 import orjson
 
-from ingest.document import parse_timestamp
+from ingest.document import format_timestamp, parse_timestamp
 from ingest.errors import ConfigError, IngestError
+from ingest.logsafe import install
 from ingest.runtime import tune_gc
 from ingest.settings import ENV_PREFIX, Settings, load_settings, merge_overrides
 
@@ -147,6 +149,8 @@ def _check_inputs(files: list[str]) -> None:
 def cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.enrich.key_files import check_key_files
     from ingest.inputs import read_events
+    from ingest.model import DeadLetter
+    from ingest.numbers import dumps_document
     from ingest.pipeline import Pipeline
 
     _check_inputs(args.files)
@@ -156,6 +160,7 @@ def cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
     if args.reference_time:
         try:
             read_at = parse_timestamp(args.reference_time)
+            format_timestamp(read_at)  # ValueError outside 1970..9999
         except ValueError as e:
             raise ConfigError(f"--reference-time is not an ISO 8601 time: {args.reference_time!r}") from e
     clock = (lambda: read_at) if read_at is not None else None
@@ -179,12 +184,19 @@ def cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
     if args.jobs > 1:
         results = process_parallel(pipeline, _batches(events(), PARSE_BATCH), args.jobs, settings, read_at)
     else:
-        results = ((rows(r), r.dead) for r in map(pipeline.process, _batches(events(), PARSE_BATCH)))
+        results = ((rows(r, r.dead), r.dead) for r in map(pipeline.process, _batches(events(), PARSE_BATCH)))
     for docs, deads in results:
         for index, doc_id, line, doc, kind in docs:
+            if line is None:  # a document pairing or detection read (--jobs N): encoded here
+                try:  # as the sink encodes it: numbers that do not fit their fields dropped (ingest.numbers)
+                    line = dumps_document(doc or {})
+                except (orjson.JSONEncodeError, TypeError) as e:  # 1,000-deep fields: as the worker does
+                    deads.append(DeadLetter(b"", "index", "serialization_error",
+                                            f"document cannot be encoded as JSON: {e}"))
+                    continue
             if args.bulk:
                 out.write(_bulk_action(index, doc_id, doc if kind == "session" else None) + b"\n")
-            out.write((line if line is not None else orjson.dumps(doc)) + b"\n")
+            out.write(line + b"\n")
             counts["sessions" if kind == "session" else "alerts" if kind == "alert" else "documents"] += 1
         for dead in deads:
             counts["dead"] += 1
@@ -224,20 +236,41 @@ def _template_present(settings: Settings) -> bool | None:
         client.close()
 
 
+class _StopDuringStartUp(BaseException):
+    """SIGTERM/SIGINT before anything was taken from Redis (not an Exception: nothing catches it)."""
+
+
+def _stop_start_up(signum: int, frame: object) -> None:
+    raise _StopDuringStartUp(signal.Signals(signum).name)
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    """The worker. A stop asked for during start-up (the template check may wait for an
+    Elasticsearch that does not answer) ends it with 0, as a stop of the running worker does."""
     from ingest.enrich.key_files import check_key_files
     from ingest.worker import build_worker
 
-    check_key_files(settings.keys)
-    if not args.skip_template_check and _template_present(settings) is False:
-        log.error("the index template for %s* is not installed: run `audit-ingest setup` first "
-                  "(or start with --skip-template-check)", settings.index.prefix)
-        return 2
+    for signum in (signal.SIGTERM, signal.SIGINT):  # until the worker's own handlers take over
+        signal.signal(signum, _stop_start_up)
+    try:
+        check_key_files(settings.keys)
+        if not args.skip_template_check and _template_present(settings) is False:
+            log.error("the index template for %s* is not installed: run `audit-ingest setup` first "
+                      "(or start with --skip-template-check)", settings.index.prefix)
+            return 2
+    except _StopDuringStartUp as e:
+        log.info("%s during start-up: stopped before taking anything", e)
+        return 0
     processes = args.processes or settings.worker.processes
     if args.child_id is None and processes != 1:
         from ingest.supervisor import cpu_count, supervise
 
+        for signum in (signal.SIGTERM, signal.SIGINT):  # the supervisor installs its own handlers
+            signal.signal(signum, signal.SIG_DFL)
         return supervise(args, settings, processes or cpu_count())
+    stop_asked: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):  # threads start now: no more raising
+        signal.signal(signum, lambda n, f: stop_asked.append(n))
     writer = None
     if args.child_id is not None:  # a child of ingest.supervisor: its id, metrics through the status file
         settings.worker.id = args.child_id
@@ -250,6 +283,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     tune_gc()
     try:
         worker.install_signal_handlers()
+        if stop_asked:
+            log.info("%s during start-up: stopping", signal.Signals(stop_asked[0]).name)
+            worker.stop()
         return worker.run()
     finally:
         if writer is not None:
@@ -327,8 +363,9 @@ def cmd_notify_test(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     tag = f"[{args.child_id}] ".replace("%", "%%") if getattr(args, "child_id", None) else ""  # a child of `run --processes N`
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO), stream=sys.stderr,
-                        format=f"%(asctime)s {tag}%(levelname)s %(name)s: %(message)s")
+    # every message escaped (ingest.logsafe): text quoted from events cannot forge a log line
+    install(f"%(asctime)s {tag}%(levelname)s %(name)s: %(message)s",
+            getattr(logging, str(args.log_level).upper(), logging.INFO))
     overrides = _parse_overrides(args) if args.command == "parse" else {}
     try:
         settings = load_settings(args.config, merge_overrides(overrides))

@@ -126,9 +126,25 @@ def flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+#: The times a document may carry: from the Unix epoch (no audit log is older: an earlier time is
+#: a broken clock, such as Filebeat's zero time ``0001-01-01``) to the end of year 9999 in UTC (the
+#: last with a four-digit year, which ISO 8601 ``@timestamp`` and the daily index names need).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
 def format_timestamp(ts: datetime) -> str:
-    """ISO 8601 in UTC with microseconds and ``Z``, the form ``@timestamp`` always has."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """ISO 8601 in UTC with microseconds and ``Z``, the form ``@timestamp`` always has.
+
+    Raises ValueError for a time outside ``EARLIEST``..``LATEST`` (parsers then treat the time as
+    unreadable: ``_dateparsefailure``), also where the conversion to UTC would overflow."""
+    try:
+        utc = ts.astimezone(UTC)
+    except OverflowError as e:  # 9999-12-31T23:00-05:00 is in year 10000 in UTC
+        raise ValueError(f"time out of range: {ts.isoformat()}") from e
+    if not EARLIEST <= utc <= LATEST:
+        raise ValueError(f"time out of range: {ts.isoformat()}")
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_timestamp(value: str) -> datetime:

@@ -3,7 +3,8 @@
 Every worker has its own :class:`CollectorRegistry` (tests run several in one process). The HTTP
 server answers ``/metrics`` (Prometheus text format) and ``/healthz``: 200 while the worker loop
 completed an iteration within ``stale_after``, 503 otherwise (stuck, or waiting for
-Elasticsearch or Redis that long), with a one-line reason.
+Elasticsearch or Redis that long), and 503 at once while Redis refuses the worker's credentials;
+with a one-line reason.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field
 log = logging.getLogger(__name__)
 
 PREFIX = "audit_ingest"
+#: the ``type`` label of ``audit_ingest_documents_total``: a document's ``type`` field, else ``event``
+DOCUMENT_TYPES = ("event", "session", "alert")
 
 
 class MetricsConfig(BaseModel):
@@ -47,13 +50,21 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None, *, stale_after: float = 60.0) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.events_in = Counter(f"{PREFIX}_events_in", "Events taken from Redis.", registry=r)
-        self.events_indexed = Counter(f"{PREFIX}_events_indexed",
-                                      "Documents Elasticsearch accepted (created, or 409 already there).",
-                                      registry=r)
-        self.events_rejected = Counter(f"{PREFIX}_events_rejected",
-                                       "Documents Elasticsearch refused for good (400/404).", ["status"],
-                                       registry=r)
+        # Counted when a batch is acknowledged, once per batch: a batch retried after a Redis error
+        # or given back and taken again is counted once, when it is done.
+        self.events = Counter(f"{PREFIX}_events",
+                              "Input events (Redis entries) done, by outcome: indexed (its document was "
+                              "created, or 409 already there) or dead_lettered.", ["outcome"], registry=r)
+        self.documents = Counter(f"{PREFIX}_documents",
+                                 "Documents Elasticsearch accepted (created, or 409 already there), by type: "
+                                 "event (one per indexed input event), session, alert.", ["type"], registry=r)
+        self.documents_rejected = Counter(f"{PREFIX}_documents_rejected",
+                                          "Documents Elasticsearch refused for good (400/404), dead-lettered; "
+                                          "by status and type.", ["status", "type"], registry=r)
+        for outcome in ("indexed", "dead_lettered"):
+            self.events.labels(outcome)
+        for kind in DOCUMENT_TYPES:
+            self.documents.labels(kind)
         self.dead_lettered = Counter(f"{PREFIX}_dead_lettered", "Events written to the dead-letter list.",
                                      ["stage", "code"], registry=r)
         self.dead_trimmed = Counter(f"{PREFIX}_dead_letters_trimmed",
@@ -78,13 +89,14 @@ class Metrics:
                                        buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
                                        registry=r)
         self.list_length = Gauge(f"{PREFIX}_redis_list_length", "Length of the Redis lists.", ["list"], registry=r)
-        self.sessions = Counter(f"{PREFIX}_sessions", "Session documents produced.", registry=r)
-        self.alerts = Counter(f"{PREFIX}_alerts", "Alert documents produced.", registry=r)
         self.last_loop = Gauge(f"{PREFIX}_last_loop_timestamp_seconds",
                                "Unix time the worker loop last completed an iteration.", registry=r)
         self.stale_after = stale_after
         self._beat = time.monotonic()
         self.state = "starting"
+        #: set while the worker cannot work for a reason that waiting will not cure by itself
+        #: (Redis refused authentication): /healthz fails at once, saying so
+        self.failing: str | None = None
 
     def loop_ran(self, state: str = "running") -> None:
         self._beat = time.monotonic()
@@ -93,6 +105,9 @@ class Metrics:
 
     def health(self) -> tuple[bool, str]:
         age = time.monotonic() - self._beat
+        failing = self.failing
+        if failing is not None:
+            return False, f"failing: {failing} ({self.state}, last loop {age:.1f}s ago)"
         if age <= self.stale_after:
             return True, f"ok: {self.state}, last loop {age:.1f}s ago"
         return False, f"stale: {self.state}, last loop {age:.1f}s ago (limit {self.stale_after:.0f}s)"

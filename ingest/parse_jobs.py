@@ -30,7 +30,8 @@ from typing import Any
 import orjson
 
 from ingest.detect.rules import RULE_ACTIONS
-from ingest.model import BatchResult, DeadLetter
+from ingest.model import BatchResult, DeadLetter, IndexAction
+from ingest.numbers import dumps_document
 from ingest.pipeline import Pipeline
 from ingest.sessions.events import SESSION_ACTIONS
 
@@ -46,9 +47,25 @@ _Sent = tuple[list[Row], list[DeadLetter], list[dict[str, Any]], list[str]]
 _child: Pipeline | None = None
 
 
-def rows(result: BatchResult) -> list[Row]:
-    """The documents of a :meth:`Pipeline.process` result as rows (``--jobs 1``)."""
-    return [(a.index, a.id, None, a.doc, a.doc.get("type")) for a in result.actions]
+def rows(result: BatchResult, dead: list[DeadLetter]) -> list[Row]:
+    """The documents of a :meth:`Pipeline.process` result as rows, encoded as the sink encodes them
+    (numbers that do not fit their fields dropped, ingest.numbers); a document that cannot be
+    encoded (1,000-deep fields) is dead-lettered into ``dead``, as the worker does."""
+    out: list[Row] = []
+    for a in result.actions:
+        line = encode(a, dead)
+        if line is not None:
+            out.append((a.index, a.id, line, a.doc, a.doc.get("type")))
+    return out
+
+
+def encode(action: IndexAction, dead: list[DeadLetter]) -> bytes | None:
+    try:
+        return dumps_document(action.doc)
+    except (orjson.JSONEncodeError, TypeError) as e:
+        dead.append(DeadLetter(action.raw or b"", "index", "serialization_error",
+                               f"document cannot be encoded as JSON: {e}"))
+        return None
 
 
 def stateful(doc: dict[str, Any]) -> bool:
@@ -79,7 +96,6 @@ def _parse(raws: list[bytes]) -> _Sent:
     out: list[Row] = []
     docs: list[dict[str, Any]] = []
     ids: list[str] = []
-    dumps = orjson.dumps
     for a in result.actions:
         doc = a.doc
         if stateful(doc):
@@ -87,14 +103,16 @@ def _parse(raws: list[bytes]) -> _Sent:
             docs.append(doc)
             ids.append(a.id)
         else:
-            out.append((a.index, a.id, dumps(doc), None, doc.get("type")))
+            line = encode(a, result.dead)
+            if line is not None:
+                out.append((a.index, a.id, line, None, doc.get("type")))
     return out, result.dead, docs, ids
 
 
 def _finish(pipeline: Pipeline, sent: _Sent) -> Parsed:
     out, dead, docs, ids = sent
     made = pipeline.finish_batch(BatchResult(), docs, ids)  # the sessions and alerts of the batch
-    return out + rows(made), dead
+    return out + rows(made, dead), dead
 
 
 def _context() -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -19,6 +19,7 @@ import orjson
 from ingest.document import add_tag, format_timestamp
 from ingest.enrich.base import Enricher
 from ingest.model import BatchResult, DeadLetter, IndexAction
+from ingest.numbers import OUT_OF_RANGE_TAG
 from ingest.parsers import auditd as _auditd  # noqa: F401  (registers the parser)
 from ingest.parsers import syslog_rules as _rules  # noqa: F401
 from ingest.parsers import teleport as _teleport  # noqa: F401
@@ -37,6 +38,14 @@ Clock = Callable[[], datetime]
 
 #: Seconds between two scans for timed-out sessions (each scan is a Redis round trip).
 EXPIRE_INTERVAL = 1.0
+
+#: Filebeat's read time (``@timestamp``) is used (year inference, ``event.created``) only between
+#: these: an earlier one is a host clock that was never set (1970, Filebeat's zero time
+#: 0001-01-01), a later one than a day after the worker's clock is wrong (9999-12-31). Outside, the
+#: worker's clock stands in and the document is tagged :data:`READ_TIME_TAG`.
+READ_TIME_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+READ_TIME_AHEAD = timedelta(days=1)
+READ_TIME_TAG = "_read_time_ignored"
 
 
 class Pipeline:
@@ -107,6 +116,7 @@ class Pipeline:
         docs: list[dict[str, Any]] = []
         kept: list[Routed] = []
         now = self.clock()
+        latest_read = now + READ_TIME_AHEAD
         route, parsers, envelope = self.router.route, self.parsers, self._envelope
         ctx = LineContext(now=now)  # one per batch, refilled per event: parsers do not keep it
         for raw in raws:
@@ -114,19 +124,27 @@ class Pipeline:
             if isinstance(routed, DeadLetter):
                 result.dead.append(routed)
                 continue
-            ctx.now = routed.read_at or now
+            read_at = routed.read_at
+            read_ignored = read_at is not None and not READ_TIME_EARLIEST <= read_at <= latest_read
+            if read_ignored:
+                routed.read_at = read_at = None
+            ctx.now = read_at or now
             ctx.path = routed.path
             ctx.host = routed.host
             try:
                 doc = parsers[routed.kind].parse(routed.message, ctx)
             except Exception as e:  # a parser bug must not stop the batch: keep the event
-                log.exception("parser %s failed on an event", routed.kind)
+                # the message and traceback may quote the event: escaped, traceback only at DEBUG
+                log.error("parser %s failed on an event (%s: %s)", routed.kind, type(e).__name__, quote(str(e)),
+                          exc_info=log.isEnabledFor(logging.DEBUG))
                 result.dead.append(DeadLetter(raw, "parse", "parser_error",
                                               f"{routed.kind} parser raised {type(e).__name__}: {quote(str(e))}"))
                 continue
             if "@timestamp" not in doc:  # a line with no readable time: when it was read
                 doc["@timestamp"] = format_timestamp(ctx.now)
             envelope(doc, routed)
+            if read_ignored:
+                add_tag(doc, READ_TIME_TAG)
             docs.append(doc)
             kept.append(routed)
         for enricher in self.enrichers:
@@ -168,6 +186,8 @@ class Pipeline:
             else:
                 host["name"] = routed.host
                 host.setdefault("hostname", routed.host)
+        if routed.offset is None and _has_number_offset(event):  # beyond a long: dropped (ingest.numbers)
+            add_tag(doc, OUT_OF_RANGE_TAG)
         if routed.path is not None or routed.offset is not None:
             log_ = doc.setdefault("log", {})
             if routed.path is not None:
@@ -188,6 +208,12 @@ class Pipeline:
             for tag in tags:
                 if isinstance(tag, str):
                     add_tag(doc, tag)
+
+
+def _has_number_offset(event: dict[str, Any]) -> bool:
+    log_ = event.get("log")
+    offset = log_.get("offset") if type(log_) is dict else event.get("offset")
+    return type(offset) is int or type(offset) is float
 
 
 def wrap_line(line: str, *, path: str, offset: int, kind: str | None, read_at: datetime | None) -> bytes:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,7 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from ingest.document import parse_timestamp
 from ingest.journald import header_line, is_journald
 from ingest.journald import kind_of as journald_kind
+from ingest.logsafe import escape
 from ingest.model import DeadLetter
+from ingest.numbers import TOO_LARGE
+
+#: the largest ``long`` (``log.offset``'s type in the index template)
+LONG_MAX = 2**63 - 1
 
 KINDS = frozenset({"auth", "commands", "auditd", "openvpn", "teleport", "shell"})
 #: the kinds whose lines start with a syslog header (a journald entry gets one written for it)
@@ -58,9 +65,11 @@ class RoutingConfig(BaseModel):
 
 
 def quote(value: Any, limit: int = 60) -> str:
-    """At most ``limit`` characters of a value, for error messages."""
+    """At most ``limit`` characters of a value, for error messages (dead-letter reasons, logs):
+    control characters, line separators and lone surrogates escaped (:func:`ingest.logsafe.escape`),
+    so an event's text cannot forge a line of the worker's log."""
     text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
+    return escape(text if len(text) <= limit else text[:limit] + "...")
 
 
 @dataclass(slots=True)
@@ -87,6 +96,35 @@ class Routed:
         else:
             data = self.raw
         return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _big_int(text: str) -> int:
+    # Python refuses to convert more than 4,300 digits (CVE-2020-10735): no field holds such a number
+    if len(text.lstrip("-")) > 4000:
+        return -TOO_LARGE if text.startswith("-") else TOO_LARGE
+    return int(text)
+
+
+def _big_float(text: str) -> float | int:
+    value = float(text)
+    if math.isinf(value):
+        return -TOO_LARGE if text.startswith("-") else TOO_LARGE
+    return value
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not JSON")
+
+
+def _loads_big_numbers(raw: bytes) -> Any:
+    """orjson refuses a number beyond a double (a 5,000-digit integer, ``1e400``): the standard
+    library reads the event, such numbers as :data:`~ingest.numbers.TOO_LARGE`, which
+    :mod:`ingest.numbers` then drops from the document with a tag. None if the event is not
+    valid JSON either way."""
+    try:
+        return json.loads(raw, parse_int=_big_int, parse_float=_big_float, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _get(event: dict[str, Any], *path: str) -> Any:
@@ -123,11 +161,14 @@ class Router:
         try:
             event = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return DeadLetter(raw, "decode", "invalid_utf8", f"event is not valid UTF-8: {quote(raw)}")
-            return DeadLetter(raw, "decode", "invalid_json", f"event is not valid JSON ({e.msg}): {quote(raw.decode())}")
+            event = _loads_big_numbers(raw) if "number" in e.msg else None
+            if event is None:
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return DeadLetter(raw, "decode", "invalid_utf8", f"event is not valid UTF-8: {quote(raw)}")
+                return DeadLetter(raw, "decode", "invalid_json",
+                                  f"event is not valid JSON ({e.msg}): {quote(raw.decode())}")
         if not isinstance(event, dict):
             return DeadLetter(raw, "decode", "not_an_object", f"event is JSON but not an object: {quote(raw.decode())}")
         message = event.get("message")
@@ -151,6 +192,8 @@ class Router:
             offset = event.get("offset")
             if not isinstance(offset, int):
                 offset = None
+        if offset is not None and not 0 <= offset <= LONG_MAX:  # log.offset is a long: see ingest.numbers
+            offset = None
         kind = self._kind(event, path)
         if path is None and is_journald(event):  # Filebeat's journald input: no header in the message
             kind = kind or journald_kind(event)

@@ -99,12 +99,11 @@ class SyslogClock:
             ts = datetime.fromisoformat(iso)
             if usec:
                 ts = ts.replace(microsecond=_openvpn_usec(usec))
-        except ValueError:
-            result = None
-        else:
             if ts.tzinfo is None:
                 ts = ts.replace(tzinfo=tz)
-            result = (ts, format_timestamp(ts))
+            result: tuple[datetime, str] | None = (ts, format_timestamp(ts))  # ValueError if out of range
+        except ValueError:
+            result = None
         if len(self._iso) > _CACHE_LIMIT:
             self._iso.clear()
         self._iso[key] = result
@@ -119,9 +118,9 @@ class SyslogClock:
             return hit  # type: ignore[return-value]
         try:
             ts = read(text, tz)
+            result = (ts, format_timestamp(ts)) if ts is not None else None  # ValueError if out of range
         except (ValueError, OverflowError, OSError):
-            ts = None
-        result = (ts, format_timestamp(ts)) if ts is not None else None
+            result = None
         if len(self._iso) > _CACHE_LIMIT:
             self._iso.clear()
         self._iso[key] = result

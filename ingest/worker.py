@@ -18,7 +18,9 @@ and take/ack/give back/recover are the same whole-list scripts as without overla
 calls of the queue stay on the main thread; batches are acknowledged in the order they were
 taken, each only after the sink confirmed it. At most two batches are held. The second one is
 taken only while Elasticsearch answers without failures (not at start, not while the sink
-retries), so while Elasticsearch is down the worker holds one batch, as without overlap.
+retries); should the sink start failing while the second is held, that one is given back to the
+head of the main list at once, so while Elasticsearch is down the worker holds one batch, as
+without overlap.
 
 Stopping (SIGTERM/SIGINT, or :meth:`Worker.stop`): no new batch is taken; the batches held (in
 flight, or processed and waiting for the sender) get ``shutdown_timeout`` to finish, after which
@@ -33,7 +35,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 from types import FrameType
@@ -44,11 +46,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ingest.deadletter import DeadLetterStore
 from ingest.errors import ConfigError, SinkUnavailable, SourceUnavailable
+from ingest.logsafe import escape, label
 from ingest.metrics import Metrics
 from ingest.model import BatchResult, DeadLetter, IndexAction, Rejected
 from ingest.pending import carried
 from ingest.route import quote
-from ingest.sources.redis_list import RedisListSource, default_worker_id, mask_url
+from ingest.sources.redis_list import RedisAuthFailed, RedisListSource, default_worker_id, mask_url
 
 if TYPE_CHECKING:
     from ingest.notify.hook import Notifier, Pending
@@ -212,18 +215,30 @@ class Worker:
     def _start(self) -> None:
         while not self.stopping.is_set():
             try:
+                # the id is ours: an earlier process with it (a restart) left its lists, taken over
+                # at once; this worker's own list is simply taken again by the first take
                 for slot in self.slots:
                     slot.claim()
                     slot.start_heartbeat()
                 recovered = self.source.recover() + self.source.recover_orphans()
                 for slot in self.slots[1:]:  # a second slot left over by a crash: back to the head
                     recovered += slot.give_back()
+                if len(self.slots) == 1:  # overlap off now, maybe not before the restart
+                    recovered += self._recover_second_slot()
                 self.metrics.recovered.inc(recovered)
                 self._last_recover = time.monotonic()
                 self._redis_ok()
                 return
             except SourceUnavailable as e:
                 self._redis_failed(e)
+
+    def _recover_second_slot(self) -> int:
+        """The ``<id>#2`` list of an earlier process with this id, back to the head of the main list."""
+        second = RedisListSource(self.source.redis, self.source.config, self.source.worker_id + SLOT_SUFFIX)
+        second.claim()
+        n = second.give_back()
+        second.release()
+        return n
 
     def _finish(self) -> None:
         try:
@@ -328,14 +343,14 @@ class Worker:
         """Process one batch held in ``slot`` and hand it to the sender (after the batch in
         flight, if any, was acknowledged); without overlap, wait for it and acknowledge it."""
         started = time.monotonic()
-        self.metrics.events_in.inc(len(raws))
         result = self._process(raws)
         if self.pending is not None:  # derived documents of unacknowledged batches, lease over
             result.actions += self.pending.reclaim(result.actions)
         self.metrics.loop_ran("indexing")
         if self._inflight is not None:
+            self._wait_holding(slot or self.source)
             self._complete()
-            if not (slot or self.source).in_flight:  # given back with the one in flight
+            if not (slot or self.source).in_flight:  # given back (sink failing, or with the one in flight)
                 return
         batch = _Batch(slot or self.source, raws, result, started)
         batch.sink_marks = self._sink_marks()
@@ -376,6 +391,24 @@ class Worker:
         self._acknowledge(batch, rejected)
         self._inflight = None
 
+    def _wait_holding(self, newer: RedisListSource) -> None:
+        """Wait for the batch in flight while ``newer`` holds the next one; should the sink start
+        failing meanwhile (Elasticsearch down), give the newer batch back to the head of the main
+        list at once: while Elasticsearch is down the worker holds one batch, not two."""
+        batch = self._inflight
+        if batch is None or batch.future is None:
+            return
+        while not batch.future.done():
+            wait([batch.future], timeout=0.05)
+            if newer.in_flight and not batch.future.done() and self._sink_marks() != batch.sink_marks:
+                n = newer.in_flight
+                self._sink_healthy = False
+                self._retry_redis("give back", newer.give_back)
+                if not newer.in_flight:
+                    log.info("Elasticsearch is failing: gave the next batch (%d events) back; holding one batch", n)
+                    self.metrics.batches.labels("given_back").inc()
+                return
+
     def _order(self, oldest: RedisListSource) -> list[RedisListSource]:
         """The slots, oldest batch first."""
         return [oldest] + [s for s in self.slots if s is not oldest]
@@ -386,18 +419,7 @@ class Worker:
         indexed = len(result.actions) - len(rejected)
         pending = self.notifier.pending(result.actions, rejected) if self.notifier is not None else None
         self._ack(dead, batch.source, pending, carried(result.actions) if self.pending is not None else ())
-        self.metrics.events_indexed.inc(indexed)
-        made = {"session": 0, "alert": 0}
-        for action in result.actions:
-            kind = action.doc.get("type")
-            if kind in made:
-                made[kind] += 1
-        self.metrics.sessions.inc(made["session"])
-        self.metrics.alerts.inc(made["alert"])
-        for r in rejected:
-            self.metrics.events_rejected.labels(str(r.status)).inc()
-        for d in dead:
-            self.metrics.dead_lettered.labels(d.stage, d.error_code).inc()
+        self._count(len(raws), result, rejected, dead)
         if dead:
             codes: dict[str, int] = {}
             for d in dead:
@@ -415,6 +437,46 @@ class Worker:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("batch: %d events in, %d indexed, %d dead-lettered", len(raws), indexed, len(dead))
         self._log_progress()
+
+    def _count(self, n_raws: int, result: BatchResult, rejected: list[Rejected], dead: list[DeadLetter]) -> None:
+        """The batch's counters, one increment per counter and label (not per event): each input
+        event once, by outcome; each accepted document once, by type (sessions and alerts are
+        documents the pipeline made, not input events)."""
+        m = self.metrics
+        derived = {"session": 0, "alert": 0}
+        for action in result.actions:
+            if action.raw is None:  # made by the pipeline: a session or an alert
+                kind = action.doc.get("type")
+                derived[kind if kind == "alert" else "session"] += 1
+        events = len(result.actions) - derived["session"] - derived["alert"]
+        dead_events = len(result.dead)
+        if rejected:
+            refused: dict[tuple[str, str], int] = {}
+            for r in rejected:
+                if r.action.raw is not None:
+                    kind = "event"
+                    events -= 1
+                    dead_events += 1
+                else:
+                    kind = "alert" if r.action.doc.get("type") == "alert" else "session"
+                    derived[kind] -= 1
+                key = (str(r.status), kind)
+                refused[key] = refused.get(key, 0) + 1
+            for (status, kind), n in refused.items():
+                m.documents_rejected.labels(label(status), kind).inc(n)
+        m.events.labels("indexed").inc(n_raws - dead_events)
+        if dead_events:
+            m.events.labels("dead_lettered").inc(dead_events)
+        m.documents.labels("event").inc(events)
+        for kind, n in derived.items():
+            if n:
+                m.documents.labels(kind).inc(n)
+        if dead:
+            by: dict[tuple[str, str], int] = {}
+            for d in dead:
+                by[(d.stage, d.error_code)] = by.get((d.stage, d.error_code), 0) + 1
+            for (stage, code), n in by.items():
+                m.dead_lettered.labels(label(stage), label(code)).inc(n)
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -458,7 +520,8 @@ class Worker:
     @staticmethod
     def _rejected_letter(r: Rejected) -> DeadLetter:
         raw = r.action.raw if r.action.raw is not None else orjson.dumps(r.action.doc, default=str)
-        return DeadLetter(raw, "index", r.error_type or "rejected", r.reason, r.status or None)
+        # Elasticsearch's reason quotes the field's value (the event's text): escaped for the log
+        return DeadLetter(raw, "index", label(r.error_type or "rejected"), escape(r.reason), r.status or None)
 
     def _ack(self, dead: list[DeadLetter], slot: RedisListSource | None = None, pending: Pending | None = None,
              derived: Sequence[str] = ()) -> None:
@@ -510,9 +573,14 @@ class Worker:
 
     def _redis_failed(self, e: Exception) -> None:
         self.metrics.retries.labels("redis").inc()
-        if self._redis_down_since is None:
-            self._redis_down_since = time.monotonic()
-            log.warning("%s; retrying with backoff", e)
+        auth = isinstance(e, RedisAuthFailed)
+        if self._redis_down_since is None or (auth and self.metrics.failing is None):
+            self._redis_down_since = self._redis_down_since or time.monotonic()
+            if auth:  # not "down": a setting to fix; /healthz fails now, not after stale_after
+                log.error("%s; retrying with backoff", e)
+            else:
+                log.warning("%s; retrying with backoff", e)
+        self.metrics.failing = "Redis refused authentication" if auth else None
         self.metrics.state = "waiting for redis"
         wait = self._backoff
         self._backoff = min(self._backoff * 2, self.config.backoff_max.total_seconds())
@@ -520,6 +588,7 @@ class Worker:
         (self.sink_stop if self.stopping.is_set() else self.stopping).wait(wait)
 
     def _redis_ok(self) -> None:
+        self.metrics.failing = None
         if self._redis_down_since is not None:
             log.info("Redis is back after %.1fs", time.monotonic() - self._redis_down_since)
             self._redis_down_since = None

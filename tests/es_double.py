@@ -255,6 +255,8 @@ _KNOWN_TYPES = {
 _INT_RANGES = {"long": (-(2**63), 2**63 - 1), "integer": (-(2**31), 2**31 - 1),
                "short": (-(2**15), 2**15 - 1), "byte": (-128, 127), "unsigned_long": (0, 2**64 - 1)}
 _FLOATS = {"double", "float", "half_float", "scaled_float"}
+#: beyond these a float field's value is infinite (Elasticsearch: "supports only finite values")
+_FLOAT_MAX = {"double": 1.7976931348623157e308, "float": 3.4028234663852886e38, "half_float": 65504.0}
 _DATE_DETECT = re.compile(r"^\d{4}[-/]\d{2}[-/]\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
 
 
@@ -450,6 +452,11 @@ class _Mapper:
             self.add(path, ftype, value, parent)
             if ftype == "object":
                 self.walk(value, path + ".")
+                return
+            spec = self.new[path]  # the new field's first value must fit the type it was mapped to
+            problem = _coerce_problem(spec["type"], value, spec) if spec["type"] != "_unmapped" else None
+            if problem is not None:
+                raise self.fail(path, spec["type"], value, problem)
             return
         ftype = spec["type"]
         if ftype == "_unmapped":
@@ -524,11 +531,14 @@ def _coerce_problem(ftype: str, value: Any, spec: dict[str, Any]) -> str | None:
     if ftype in _FLOATS:
         if isinstance(value, bool):
             return "Current token (VALUE_TRUE) not numeric"
-        if isinstance(value, str):
-            try:
-                float(value)
-            except ValueError:
-                return f'For input string: "{value[:60]}"'
+        try:
+            number = float(value)
+        except ValueError:
+            return f'For input string: "{str(value)[:60]}"'
+        except OverflowError:  # an integer beyond a double
+            number = float("inf")
+        if abs(number) > _FLOAT_MAX.get(ftype, _FLOAT_MAX["double"]) or number != number:
+            return f"[{ftype}] supports only finite values, but got [{'Infinity' if number > 0 else '-Infinity'}]"
         return None
     if ftype == "boolean":
         if isinstance(value, bool) or value in ("true", "false", ""):

@@ -141,8 +141,12 @@ def test_worker_counts_sessions_alerts_and_trimmed_dead_letters(es_double: ESDou
         thread.join(30)
         close()
     sample = worker.metrics.registry.get_sample_value
-    assert sample("audit_ingest_sessions_total") == 3  # a3/11741, a3/11902, web-2/2219
-    assert sample("audit_ingest_alerts_total") == 3  # one brute force, two unmapped keys
+    assert sample("audit_ingest_documents_total", {"type": "session"}) == 3  # a3/11741, a3/11902, web-2/2219
+    assert sample("audit_ingest_documents_total", {"type": "alert"}) == 3  # one brute force, two unmapped keys
+    # sessions and alerts are documents, not input events: each line counted once, by outcome
+    assert sample("audit_ingest_events_total", {"outcome": "indexed"}) == len(events)
+    assert sample("audit_ingest_documents_total", {"type": "event"}) == len(events)
+    assert sample("audit_ingest_events_total", {"outcome": "dead_lettered"}) == 3
     assert client.llen("filebeat:dead") == 1
     assert sample("audit_ingest_dead_letters_trimmed_total") == 2
     client.close()

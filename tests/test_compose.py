@@ -205,6 +205,9 @@ def test_security_and_persistence(compose: dict[str, Any], services: dict[str, A
     redis = services["redis"]
     script = "\n".join(redis["command"])
     assert "requirepass" in script and "--appendonly yes" in script
+    assert '--appendfsync "$$REDIS_APPENDFSYNC"' in script  # .env decides, validated first
+    assert service_env(redis)["REDIS_APPENDFSYNC"] == "${REDIS_APPENDFSYNC:-always}"
+    assert service_env(services["es-init"])["REDIS_APPENDFSYNC"] == "${REDIS_APPENDFSYNC:-always}"
     assert "redisdata:/data" in redis["volumes"]
     assert any(p.endswith(":6379") for p in redis["ports"]), "Filebeat on the servers must reach Redis"
     for vol in ("certs", "esdata01", "kibanadata", "redisdata"):

@@ -98,6 +98,7 @@ def test_es_init_accepts_special_characters_and_makes_certificates_once(services
     ("RETENTION_DAYS", "0", "RETENTION_DAYS"),
     ("CLUSTER_NAME", "a:b", "CLUSTER_NAME"),
     ("ELASTIC_PASSWORD", "-nenene", "option of echo"),
+    ("REDIS_APPENDFSYNC", "sometimes", "always, everysec or no"),
 ])
 def test_es_init_refuses_what_elasticsearch_or_kibana_would(services: dict[str, Any], es_home: Path,
                                                             variable: str, value: str, message: str) -> None:
@@ -163,6 +164,43 @@ def compose_redis(services: dict[str, Any], tmp_path: Path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_redis_fsyncs_as_env_says_default_always(compose_redis: tuple[int, dict[str, str], str]) -> None:
+    port, env, _ = compose_redis
+    assert env["REDIS_APPENDFSYNC"] == "always"  # .env.example's value, and the default without it
+    client = redis.Redis(port=port, password=env["REDIS_PASSWORD"])
+    assert client.config_get("appendfsync") == {"appendfsync": "always"}
+    assert client.config_get("appendonly") == {"appendonly": "yes"}
+    client.close()
+
+
+@pytest.mark.parametrize("value, started", [("everysec", True), ("sometimes", False)])
+def test_redis_command_checks_appendfsync(services: dict[str, Any], tmp_path: Path, value: str,
+                                          started: bool) -> None:
+    svc = services["redis"]
+    env = container_env(svc, dotenv(REDIS_APPENDFSYNC=value))
+    script = interpolate(svc["command"][2], {}).replace("/tmp/redis.conf", str(tmp_path / "redis.conf"))
+    port = free_port()
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "redis-server").write_text(f'#!/bin/sh\nexec {_binary()} "$@" --port {port} --dir {tmp_path}\n')
+    (shims / "redis-server").chmod(0o755)
+    proc = subprocess.Popen(["sh", "-c", script], env={**env, "PATH": f"{shims}:{os.environ['PATH']}"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        if not started:
+            assert proc.wait(10) == 1
+            assert proc.stderr is not None and b"always, everysec or no" in proc.stderr.read()
+            return
+        _wait_port(port)
+        client = redis.Redis(port=port, password=env["REDIS_PASSWORD"])
+        assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
+        client.close()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
 
 
 def test_redis_takes_a_password_with_special_characters(compose_redis: tuple[int, dict[str, str], str]) -> None:

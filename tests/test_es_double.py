@@ -238,6 +238,23 @@ def test_template_mapping_accepts_coercible_values(es: ESDouble, doc: dict[str, 
     assert item["status"] == 201, item
 
 
+@pytest.mark.parametrize("doc, fragment", [
+    ({"fresh": 2**63}, "out of range for a long"),  # a new field mapped long by its first value
+    ({"fresh": 1e39}, "[float] supports only finite values"),  # fractions map to float
+    ({"log": {"offset": 18446744073709551615}}, "out of range for a long"),  # the real template's long
+])
+def test_numbers_beyond_the_mapped_type_are_rejected(es: ESDouble, doc: dict[str, Any], fragment: str) -> None:
+    from ingest.setup.template import build_index_template
+
+    c = client(es)
+    c.indices.put_index_template(name="audit-ingest", **build_index_template())
+    item = c.bulk(operations=ops(("big", doc)))["items"][0]["create"]
+    assert item["status"] == 400, item
+    assert item["error"]["type"] == "document_parsing_exception"
+    assert fragment in item["error"]["reason"] + item["error"].get("caused_by", {}).get("reason", "")
+    assert c.bulk(operations=ops(("fits", {"fresh": 2**63 - 1})))["items"][0]["create"]["status"] == 201
+
+
 def test_dynamic_mapping_conflicts_between_documents(es: ESDouble) -> None:
     resp = client(es).bulk(operations=ops(("a", {"host": "web-1", "count": 3}), ("b", {"host": {"name": "web-1"}}),
                                           ("c", {"count": "many"})))

@@ -147,7 +147,7 @@ def test_elasticsearch_down_events_wait_in_redis(redis_server: RedisServer, redi
     time.sleep(1.0)  # while ES is down: one batch in flight, the rest still in the main list
     assert redis_client.llen("filebeat") == 550
     assert redis_client.llen("filebeat:processing:w1") == 50
-    assert worker.metrics.events_in._value.get() == 50
+    assert worker.metrics.events.labels("indexed")._value.get() == 0  # counted when done, not when taken
     es_double.up()
     wait_for(lambda: finished(redis_client, es_double, expected), 30, "all events indexed after ES is back")
     running.stop()
@@ -282,10 +282,15 @@ class SessionLikePipeline:
 def test_rejected_documents_without_raw_keep_the_document(redis_server: RedisServer, redis_client: redis.Redis,
                                                           running: Running) -> None:
     redis_client.rpush("filebeat", b"a", b"b")
-    running.start(make_worker(redis_url(redis_server.port), "http://unused", "w1", batch_size=10,
-                              proc=SessionLikePipeline(), sink=DocOnlySink()))
+    worker = running.start(make_worker(redis_url(redis_server.port), "http://unused", "w1", batch_size=10,
+                                       proc=SessionLikePipeline(), sink=DocOnlySink()))
     wait_for(lambda: redis_client.llen("filebeat:dead") == 3, 10, "dead letters")
     running.stop()
+    m = worker.metrics
+    assert m.documents_rejected.labels("400", "session")._value.get() == 2
+    assert m.documents.labels("session")._value.get() == 0 and m.documents.labels("event")._value.get() == 0
+    assert m.events.labels("dead_lettered")._value.get() == 1  # "a"; "b" made no document of its own
+    assert m.events.labels("indexed")._value.get() == 1
     entries = DeadLetterStore(redis_client, "filebeat:dead").list(10)
     assert entries[0]["raw"] == "a" and entries[0]["stage"] == "decode"
     assert [orjson.loads(e["raw"]) for e in entries[1:]] == [{"type": "session", "n": 0}, {"type": "session", "n": 1}]
@@ -305,11 +310,13 @@ def test_metrics_and_healthz(redis_server: RedisServer, redis_client: redis.Redi
             urllib.request.urlopen(base + "/healthz", timeout=5)
         assert info.value.code == 503
         running.start(worker)
-        wait_for(lambda: len(es_double.docs()) == 120, 30, "indexed")
+        wait_for(lambda: worker.metrics.events.labels("indexed")._value.get() == 120, 30, "indexed and acked")
         assert urllib.request.urlopen(base + "/healthz", timeout=5).status == 200
         text = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
-        assert "audit_ingest_events_in_total 120.0" in text
-        assert "audit_ingest_events_indexed_total 120.0" in text
+        assert 'audit_ingest_events_total{outcome="indexed"} 120.0' in text
+        assert 'audit_ingest_events_total{outcome="dead_lettered"} 0.0' in text
+        assert 'audit_ingest_documents_total{type="event"} 120.0' in text
+        assert 'audit_ingest_documents_total{type="session"} 0.0' in text
         assert "audit_ingest_batch_seconds_count" in text
         assert 'audit_ingest_redis_list_length{list="main"}' in text
         running.stop()
@@ -347,7 +354,8 @@ def test_build_worker_from_settings(redis_server: RedisServer, redis_client: red
             running.stop()
         finally:
             close()
-        assert worker.metrics.events_in._value.get() == 101
+        assert worker.metrics.events.labels("indexed")._value.get() == 100
+        assert worker.metrics.events.labels("dead_lettered")._value.get() == 1
         assert len({d["_source"]["log"]["offset"] for d in es_double.docs() if "log" in d["_source"]}) == 100
         assert orjson.loads(authed.lindex("dlq", 0))["worker"] == "from-settings"
         authed.close()
@@ -383,8 +391,11 @@ def test_redis_error_inside_the_pipeline_retries_the_batch(redis_server: RedisSe
     expected = Expected(raws)
     redis_client.rpush("filebeat", *raws)
     proc = RedisDownOncePipeline()
-    running.start(make_worker(redis_url(redis_server.port), es_double.url, "w1", batch_size=30, proc=proc))
+    worker = running.start(make_worker(redis_url(redis_server.port), es_double.url, "w1", batch_size=30, proc=proc))
     wait_for(lambda: finished(redis_client, es_double, expected), 20, "indexed after the store came back")
     running.stop()
     check_end_state(redis_client, es_double, expected)  # nothing dead-lettered for Redis trouble
     assert proc.failures >= 2
+    # each event counted once, though its batch was taken again after each failure
+    assert worker.metrics.events.labels("indexed")._value.get() == 80
+    assert worker.metrics.documents.labels("event")._value.get() == 80

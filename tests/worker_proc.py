@@ -21,6 +21,7 @@ import orjson
 import redis
 
 from ingest.deadletter import DeadLetterStore
+from ingest.logsafe import install
 from ingest.metrics import Metrics
 from ingest.sources.redis_list import RedisListSource, RedisSourceConfig
 from ingest.worker import Worker, WorkerConfig
@@ -141,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions", type=float, help="session pairing in Redis, with this timeout (seconds)")
     ap.add_argument("--derived-lease", type=float, default=60.0, help="worker.derived_lease (seconds)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s {args.id} %(levelname)s %(name)s: %(message)s")
+    install(f"%(asctime)s {args.id} %(levelname)s %(name)s: %(message)s")  # as audit-ingest does
     logging.getLogger("elastic_transport").setLevel(logging.WARNING)
     notify = notifications(args.redis, orjson.loads(args.notify), args.id) if args.notify else None
     worker = make_worker(args.redis, args.es, args.id, batch_size=args.batch_size, ttl=args.ttl,

@@ -63,6 +63,10 @@ if [[ -n "$prefix" ]]; then
     problem "INDEX_PREFIX=$prefix cannot start an index name (lowercase, none of \\/*?\"<>| ,#:, not starting with _ - +)"
   fi
 fi
+case "${REDIS_APPENDFSYNC:-always}" in
+  always|everysec|no) ;;
+  *) problem "REDIS_APPENDFSYNC=$REDIS_APPENDFSYNC: always, everysec or no (Redis's appendfsync; see .env.example)" ;;
+esac
 if [[ -n "${RETENTION_DAYS:-}" && ! "$RETENTION_DAYS" =~ ^[1-9][0-9]*$ ]]; then
   problem "RETENTION_DAYS=$RETENTION_DAYS: a number of days (at least 1), or empty to keep everything"
 fi

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 
 import redis
 
+from ingest.logsafe import escape
 from ingest.notify.config import EmailOutput, NotifyConfig, SlackOutput, WebhookOutput
 from ingest.notify.message import Facts, Summary
 from ingest.notify.metrics import NotifyMetrics
@@ -157,7 +158,8 @@ class OutputSender:
 
     def _dead(self, claim: Claim, code: str, reason: str) -> None:
         if self.queue.dead(claim, code, reason):
-            log.warning("notification dead-lettered to %r: alert %s, %s", self.queue.dead_key, claim.alert.id, reason)
+            log.warning("notification dead-lettered to %r: alert %s, %s", self.queue.dead_key, claim.alert.id,
+                        escape(reason))
             if self.metrics is not None:
                 self.metrics.sent.labels(self.name, "dead_lettered").inc()
 
@@ -207,7 +209,8 @@ class OutputSender:
             why = "permanent: not retried" if e.permanent else f"after {tries} tries"
             n = self.summaries.give_up(claim, f"notify_{e.code}",
                                        f"{self.channel.describe()}: rate-limit summary: {e.reason} ({why})")
-            log.warning("notification summary dead-lettered to %r: %d alerts, %s", self.queue.dead_key, n, e.reason)
+            log.warning("notification summary dead-lettered to %r: %d alerts, %s", self.queue.dead_key, n,
+                        escape(e.reason))
             if self.metrics is not None:
                 self.metrics.sent.labels(self.name, "dead_lettered").inc(n)
             return
@@ -219,7 +222,7 @@ class OutputSender:
     def _warn(self, text: str) -> None:
         now = time.monotonic()
         if self._failing_since is None or now - self._last_warning >= REPEAT_WARNING:
-            log.warning("notifications: %s", text)
+            log.warning("notifications: %s", escape(text))  # a server's answer may echo the alert
             self._last_warning = now
         if self._failing_since is None:
             self._failing_since = now

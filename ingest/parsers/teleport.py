@@ -81,10 +81,9 @@ class TeleportParser(Parser):
             text = value[:-4] if value.endswith(" UTC") else value  # version 1: "... +0000 UTC"
             try:
                 ts = datetime.fromisoformat(text)
-            except ValueError:
-                add_tag(doc, DATE_FAILURE_TAG)
-            else:
                 if ts.tzinfo is None:
                     ts = ts.replace(tzinfo=ctx.tz)
-                return format_timestamp(ts)
+                return format_timestamp(ts)  # ValueError if out of range
+            except ValueError:
+                add_tag(doc, DATE_FAILURE_TAG)
         return format_timestamp(ctx.now)

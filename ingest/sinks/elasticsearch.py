@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from ingest.errors import SinkUnavailable
 from ingest.model import IndexAction, Rejected
+from ingest.numbers import dumps_document
 from ingest.sinks.base import Sink
 
 log = logging.getLogger(__name__)
@@ -257,10 +258,13 @@ class ElasticsearchSink(Sink):
         while pending:
             retry: list[int] = []
             must_wait = False  # False when the only problem was size: resend smaller at once
+            unreachable = False  # no answer at all (connection refused or cut, timeout)
             for part in [pending[start:start + chunk] for start in range(0, len(pending), chunk)]:
                 before = len(retry)
-                if self._send(part, lines, actions, retry, rejected) != "too_large":
+                outcome = self._send(part, lines, actions, retry, rejected)
+                if outcome != "too_large":
                     must_wait = must_wait or len(retry) > before
+                    unreachable = unreachable or outcome in ("connection", "timeout")
                 elif len(part) == 1:
                     rejected[part[0]] = Rejected(actions[part[0]], 413, "request_entity_too_large",
                                                  "the document alone exceeds http.max_content_length")
@@ -268,9 +272,11 @@ class ElasticsearchSink(Sink):
                 else:
                     chunk = max(1, min(chunk, len(part)) // 2)
                     retry.extend(part)
+            if len(retry) < len(pending):  # Elasticsearch took some: the backoff starts over
+                attempt = 0
             pending = sorted(retry)
             if pending and must_wait:
-                attempt = self._wait(attempt, len(pending), len(actions))
+                attempt = self._wait(attempt, len(pending), len(actions), probe=unreachable)
         if self._failing:
             log.info("Elasticsearch bulk working again (after %s)",
                      ", ".join(f"{k} x{n}" for k, n in sorted(self._failing.items())))
@@ -355,17 +361,39 @@ class ElasticsearchSink(Sink):
 
     # -- waiting ----------------------------------------------------------------------------
 
-    def _wait(self, attempt: int, pending: int, total: int) -> int:
-        """Back off before resending; raises SinkUnavailable if told to stop or out of retries."""
+    def _wait(self, attempt: int, pending: int, total: int, *, probe: bool = False) -> int:
+        """Back off before resending; raises SinkUnavailable if told to stop or out of retries.
+
+        With ``probe`` (Elasticsearch did not answer at all), a wait longer than
+        :data:`PROBE_ABOVE` is slept in steps of :data:`PROBE_STEP`, each followed by a ping, and
+        cut short once Elasticsearch answers: after an outage the batch resends within a second
+        instead of sleeping out a delay grown during the outage (a ping is no load on a cluster
+        that is merely busy: a busy one answers, and its 429s are not probed)."""
         self._check_stop(pending, total)
         if self._cfg.max_retries is not None and attempt >= self._cfg.max_retries:
             raise SinkUnavailable(f"Elasticsearch did not confirm {pending} of {total} documents after "
                                   f"{attempt} retries ({self._failure_summary()})")
         cap = min(self._max, self._initial * (2 ** min(attempt, 62)))
         self.stats.add("retries")
-        self._sleep(self._rng.uniform(0, cap))
+        delay = self._rng.uniform(0, cap)
+        if not probe or delay <= PROBE_ABOVE:
+            self._sleep(delay)
+        else:
+            while delay > 0:
+                step = min(delay, PROBE_STEP)
+                self._sleep(step)
+                delay -= step
+                self._check_stop(pending, total)
+                if delay > 0 and self._answers():
+                    break
         self._check_stop(pending, total)
         return attempt + 1
+
+    def _answers(self) -> bool:
+        try:
+            return bool(self._client.options(request_timeout=PROBE_STEP).ping())
+        except Exception:  # noqa: BLE001 - a probe: any failure means "not yet"
+            return False
 
     def _check_stop(self, pending: int, total: int) -> None:
         if self._stop is not None and self._stop.is_set():
@@ -375,6 +403,11 @@ class ElasticsearchSink(Sink):
     def _failure_summary(self) -> str:
         return ", ".join(f"{k} x{n}" for k, n in sorted(self._failing.items())) or "no answer"
 
+
+#: a wait after a request that got no answer is cut into steps of PROBE_STEP seconds, with a ping
+#: after each, when it is longer than PROBE_ABOVE seconds (see ElasticsearchSink._wait)
+PROBE_ABOVE = 2.0
+PROBE_STEP = 1.0
 
 _ACTION_HEADS: dict[str, bytes] = {}
 
@@ -392,7 +425,8 @@ def _encode(action: IndexAction) -> bytes:
         if len(_ACTION_HEADS) > 1000:
             _ACTION_HEADS.clear()
         head = _ACTION_HEADS[action.index] = b'{"create":{"_index":' + orjson.dumps(action.index) + b',"_id":'
-    return b"".join((head, orjson.dumps(action.id), b"}}\n", orjson.dumps(action.doc), b"\n"))
+    # dumps_document: numbers that do not fit their fields dropped (ingest.numbers), not rejected by the bulk
+    return b"".join((head, orjson.dumps(action.id), b"}}\n", dumps_document(action.doc), b"\n"))
 
 
 def _error_type(body: Any) -> str:

@@ -21,9 +21,19 @@ idempotent: a command whose reply was lost (Redis restarted, connection cut) can
 - ``recover`` moves the processing list of a worker whose heartbeat expired back to the head of
   the main list; the heartbeat check and the move are one script, so exactly one worker does it.
 
-The guarantee holds only as far as Redis keeps its data: run it with AOF (``appendonly yes``,
-``appendfsync everysec`` or ``always``) or RDB snapshots; a Redis that restarts empty loses what
-it held, in the main list as much as in processing lists.
+The heartbeat holds a token drawn by each process. A process starting under an id takes the id
+over at once (:meth:`RedisListSource.claim`): the heartbeat it finds is that of an earlier process
+with the same id (a container restarted: same hostname, pid 1), whose lists it recovers at once
+instead of waiting for the heartbeat to expire. Should a *second live* worker run with the same id
+(a misconfiguration), it is not stolen from silently: both log it, and every write of the one
+taken over (``take``, ``ack``, ``give_back``, heartbeat, ``release``) checks the token in its
+script and is refused, so it cannot delete or move the new owner's batch; it stops at its next
+heartbeat, and what it held was given back by the new owner (delivered again, at least once).
+
+The guarantee holds only as far as Redis keeps its data: run it with AOF (``appendonly yes``)
+or RDB snapshots; a Redis that restarts empty loses what it held, in the main list as much as in
+processing lists. A crash of the host loses nothing acknowledged with ``appendfsync always`` (the
+compose default), the last second with ``everysec`` (README, ``REDIS_APPENDFSYNC``).
 """
 
 from __future__ import annotations
@@ -49,6 +59,18 @@ log = logging.getLogger(__name__)
 #: errors that mean "Redis cannot serve us now" (down, restarting, loading its AOF, read-only replica)
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError,
               redis.exceptions.ReadOnlyError, redis.exceptions.TryAgainError)
+
+
+#: errors that mean "Redis refuses our credentials": a wrong password or user (WRONGPASS, NOAUTH),
+#: or an ACL user without the rights the scripts need (NOPERM)
+REDIS_AUTH = (redis.AuthenticationError, redis.exceptions.AuthenticationWrongNumberOfArgsError,
+              redis.exceptions.NoPermissionError)
+
+
+class RedisAuthFailed(SourceUnavailable):
+    """Redis refused the credentials. Not "Redis down": said so, and ``/healthz`` fails at once;
+    still retried with backoff, since the fix may be on the Redis side (a password or ACL changed
+    and Redis restarted) rather than in the worker's settings."""
 
 
 def default_worker_id() -> str:
@@ -174,15 +196,18 @@ end
 return redis.call('LRANGE', KEYS[2], 0, -1)
 """
 
-# KEYS: processing, dead   ARGV: max_dead (0 = unbounded), entries...
-# Returns -1 if the batch was gone, else how many old dead letters the cap trimmed.
+# KEYS: processing, dead, heartbeat   ARGV: max_dead (0 = unbounded), token, entries...
+# Returns -1 if the batch was gone, -2 if the worker id was taken over by another process (its
+# heartbeat holds another token), else how many old dead letters the cap trimmed.
 _ACK = """
+local hb = redis.call('GET', KEYS[3])
+if hb and hb ~= ARGV[2] then return -2 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local n = #ARGV - 1
+local n = #ARGV - 2
 local trimmed = 0
 if n > 0 then
   local len = 0
-  for i = 2, #ARGV, 1000 do
+  for i = 3, #ARGV, 1000 do
     len = redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
   end
   local cap = tonumber(ARGV[1])
@@ -195,8 +220,20 @@ redis.call('DEL', KEYS[1])
 return trimmed
 """
 
-# KEYS: processing, main
-_GIVE_BACK = _MOVE_BACK + "\nreturn move_back(KEYS[1], KEYS[2])\n"
+# KEYS: processing, main, heartbeat   ARGV: token   -> events moved, -2 if the id was taken over
+_GIVE_BACK = _MOVE_BACK + """
+local hb = redis.call('GET', KEYS[3])
+if hb and hb ~= ARGV[1] then return -2 end
+return move_back(KEYS[1], KEYS[2])
+"""
+
+# KEYS: heartbeat, workers   ARGV: token, ttl_ms, id   -> the token found (false if none)
+_CLAIM = """
+local hb = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+return hb
+"""
 
 # KEYS: heartbeat of the other worker, its processing list, main, workers   ARGV: its id
 _RECOVER = _MOVE_BACK + """
@@ -216,7 +253,9 @@ return 1
 
 # KEYS: heartbeat, workers   ARGV: token, id
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+local hb = redis.call('GET', KEYS[1])
+if hb and hb ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[2])
 return 1
 """
@@ -246,6 +285,7 @@ class RedisListSource:
         self._recover = client.register_script(_RECOVER)
         self._beat = client.register_script(_BEAT)
         self._release = client.register_script(_RELEASE)
+        self._claim = client.register_script(_CLAIM)
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
         self._hb_ok = True
@@ -257,19 +297,19 @@ class RedisListSource:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def claim(self, wait: float | None = None) -> None:
-        """Take the worker id: wait (up to 2 TTLs) for a heartbeat left by an earlier process with this id."""
-        deadline = time.monotonic() + (wait if wait is not None else 2 * self._ttl_ms / 1000 + 1)
-        warned = False
-        while True:
-            if self._call(lambda: self.redis.set(self.heartbeat_key, self.token, px=self._ttl_ms, nx=True)):
-                return
-            if time.monotonic() > deadline:
-                raise ConfigError(f"worker id {self.worker_id} is in use by a live worker", key="worker.id")
-            if not warned:
-                log.warning("worker id %s has a live heartbeat; waiting for it to expire", self.worker_id)
-                warned = True
-            time.sleep(min(0.2, self._ttl_ms / 4000))
+    def claim(self) -> bool:
+        """Take the worker id at once (see the module doc); True if another process's heartbeat
+        was there (an earlier process with this id, or a live duplicate, which then stops)."""
+        found = self._call(lambda: self._claim(keys=[self.heartbeat_key, self.workers_key],
+                                               args=[self.token, self._ttl_ms, self.worker_id]))
+        if isinstance(found, bytes):
+            found = found.decode()
+        if found and found != self.token:
+            log.warning("worker id %s had the heartbeat of another process: taken over at once (this worker "
+                        "restarted; were another worker running with this id, it stops at its next heartbeat: "
+                        "give each worker its own id)", self.worker_id)
+            return True
+        return False
 
     def start_heartbeat(self) -> None:
         if self._hb_thread is not None:
@@ -309,7 +349,8 @@ class RedisListSource:
                 log.info("heartbeat: Redis reachable again")
                 self._hb_ok = True
             if not ok:
-                log.error("worker id %s is now held by another process; stopping", self.worker_id)
+                log.error("worker id %s was taken over by another process (a second worker with this id?); "
+                          "stopping", self.worker_id)
                 if self._on_lost_owner is not None:
                     self._on_lost_owner()
                 return
@@ -319,6 +360,9 @@ class RedisListSource:
     def _call(self, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
+        except REDIS_AUTH as e:  # before REDIS_DOWN: AuthenticationError is a ConnectionError
+            raise RedisAuthFailed(f"Redis {mask_url(self.config.url)} refused authentication ({type(e).__name__}: "
+                                  f"{e}): check the password and user in redis.url / redis.password") from e
         except REDIS_DOWN as e:
             raise SourceUnavailable(f"Redis {mask_url(self.config.url)} unavailable: {type(e).__name__}: {e}"
                                     ) from e
@@ -374,8 +418,8 @@ class RedisListSource:
         their replies (an exception object for one that failed) are left in :attr:`last_before`.
         """
         dkey = dead_key or f"{self.main_key}:dead"
-        keys = [self.processing_key, dkey]
-        args: list[Any] = [dead_max or 0, *dead_entries]
+        keys = [self.processing_key, dkey, self.heartbeat_key]
+        args: list[Any] = [dead_max or 0, self.token, *dead_entries]
         self.last_before = []
         if before is None:
             done = self._call(lambda: self._ack(keys=keys, args=args))
@@ -391,6 +435,10 @@ class RedisListSource:
                 return replies[-1]
             done = self._call(transaction)
         self.in_flight = 0
+        if done == -2:
+            self.last_trimmed = 0
+            self._lost_owner("ack")
+            return False
         if done == -1:
             self.last_trimmed = 0
             log.warning("batch already gone from %s at ack (recovered by another worker?)", self.processing_key)
@@ -401,9 +449,20 @@ class RedisListSource:
 
     def give_back(self) -> int:
         """Put the batch back at the head of the main list, in order; how many events went back."""
-        n = int(self._call(lambda: self._give_back(keys=[self.processing_key, self.main_key])))
+        n = int(self._call(lambda: self._give_back(keys=[self.processing_key, self.main_key, self.heartbeat_key],
+                                                   args=[self.token])))
         self.in_flight = 0
+        if n == -2:
+            self._lost_owner("give back")
+            return 0
         return n
+
+    def _lost_owner(self, what: str) -> None:
+        """Another process took this worker id over (and gave back what this one held): stop."""
+        log.error("cannot %s: worker id %s was taken over by another process; its batch is that "
+                  "process's now; stopping", what, self.worker_id)
+        if self._on_lost_owner is not None:
+            self._on_lost_owner()
 
     def recover(self) -> int:
         """Give back the batches of workers whose heartbeat expired; how many events went back."""

@@ -297,6 +297,48 @@ def test_backoff_is_capped_exponential_with_full_jitter(es: ESDouble) -> None:
     expect_once(es, actions(3))
 
 
+def test_backoff_starts_over_once_elasticsearch_takes_documents_again(es: ESDouble) -> None:
+    """After an outage the delay grew; once a request is answered and takes some of the batch, the
+    items still retried wait the initial delay again, not the outage's."""
+    class Top(random.Random):
+        def uniform(self, a: float, b: float) -> float:
+            return b
+
+    es.fail_requests(503, times=5)  # down
+    es.fail_items(429, ids={"id-0"}, times=2)  # back: one item still refused twice
+    cfg = ElasticsearchConfig(hosts=[es.url], backoff_initial=timedelta(milliseconds=100),
+                              backoff_max=timedelta(seconds=2))
+    sleeps: list[float] = []
+    acts = actions(3)
+    assert ElasticsearchSink(build_client(cfg), cfg, sleep=sleeps.append, rng=Top()).write_batch(acts) == []
+    assert sleeps == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 0.1, 0.2])
+    expect_once(es, acts)
+
+
+def test_a_long_wait_after_an_outage_ends_once_elasticsearch_answers(es: ESDouble) -> None:
+    """Delays grown during an outage are slept in one-second steps with a ping after each: once
+    Elasticsearch is back the batch is resent within a second, not after the rest of the delay."""
+    class Top(random.Random):
+        def uniform(self, a: float, b: float) -> float:
+            return b
+
+    cfg = ElasticsearchConfig(hosts=[es.url], backoff_initial=timedelta(seconds=2),
+                              backoff_max=timedelta(seconds=30), request_timeout=timedelta(seconds=5))
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 3:  # two seconds into the 4 s delay
+            es.up()
+
+    sink = ElasticsearchSink(build_client(cfg), cfg, sleep=sleep, rng=Top())
+    es.down()
+    acts = actions(3)
+    assert sink.write_batch(acts) == []
+    assert sleeps == [2.0, 1.0, 1.0]  # 2 s (short: not probed), then 4 s probed each second, cut at the 2nd
+    expect_once(es, acts)
+
+
 def test_request_too_large_is_split(es: ESDouble) -> None:
     es.fail_requests(413, times=2)
     h = Harness(es)

@@ -147,21 +147,44 @@ def test_recover_orphans_by_scan(config: RedisSourceConfig, redis_client: redis.
     assert redis_client.lrange("filebeat", 0, -1) == [b"a", b"b"]
 
 
-def test_claim_waits_for_stale_heartbeat_and_refuses_live_one(config: RedisSourceConfig,
-                                                              redis_client: redis.Redis) -> None:
+def test_claim_takes_the_id_over_at_once_and_the_old_owner_is_refused(config: RedisSourceConfig,
+                                                                      redis_client: redis.Redis) -> None:
+    """A restart under the same id does not wait for the old heartbeat; a live duplicate that was
+    taken over can neither take, ack nor give back (it would delete or move the new owner's batch),
+    and its heartbeat tells it to stop."""
+    redis_client.rpush("filebeat", *events(4))
     first = RedisListSource(redis_client, config, "same")
     first.claim()
+    assert first.take(2) == events(2)
+    stopped = threading.Event()
+    first._on_lost_owner = stopped.set
     second = RedisListSource(redis_client, config, "same")
     t0 = time.monotonic()
-    second.claim()  # the first never refreshes: its heartbeat expires within the TTL
-    assert time.monotonic() - t0 < 3
-    first.start_heartbeat()  # a live duplicate: detected and refused
+    assert second.claim() is True  # another process's heartbeat was there: taken over
+    assert time.monotonic() - t0 < 0.5  # at once, not after the TTL (1 s here, 30 s by default)
+    assert second.take(3) == events(3)  # the old owner's batch, then topped up: it is this worker's now
+    assert not first.ack([b"dead"], "filebeat:dead")  # refused: the list is the new owner's
+    assert stopped.is_set()
+    assert redis_client.lrange("filebeat:processing:same", 0, -1) == events(3)
+    assert redis_client.llen("filebeat:dead") == 0
+    assert first.give_back() == 0
+    assert redis_client.llen("filebeat:processing:same") == 3
+    with pytest.raises(ConfigError):
+        first.take(1)
+    first.release()  # leaves the new owner's heartbeat and membership alone
+    assert redis_client.get("filebeat:heartbeat:same") == second.token.encode()
+    assert b"same" in redis_client.smembers("filebeat:workers")
+    stopped.clear()
+    first.start_heartbeat()  # its heartbeat finds the other token: it stops itself
     try:
-        time.sleep(0.5)
-        with pytest.raises(ConfigError):
-            first.take(1)  # held by "second" now: first's take is refused
+        deadline = time.monotonic() + 5
+        while not stopped.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stopped.is_set()
     finally:
         first.stop_heartbeat()
+    assert second.ack()
+    assert second.claim() is False  # its own heartbeat: nothing taken over
 
 
 def test_heartbeat_thread_keeps_batch_owned(config: RedisSourceConfig, redis_client: redis.Redis) -> None:
