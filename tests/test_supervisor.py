@@ -279,14 +279,16 @@ def _state(pid: int) -> str:
 
 
 def test_a_child_that_keeps_failing_is_logged_as_a_crash_loop(supervised: Any, redis_client: redis.Redis) -> None:
-    """sup-2's id is held by a live worker elsewhere: each start fails (exit 2); restarts back off."""
-    redis_client.set("filebeat:heartbeat:sup-2", "someone-else", px=120_000)
+    """sup-2 cannot start (its heartbeat key holds a list: Redis answers WRONGTYPE to its claim, a
+    fault the worker does not retry); each start fails at once and restarts back off. (A live
+    heartbeat of another process no longer makes a start fail: a worker takes its id over.)"""
+    redis_client.rpush("filebeat:heartbeat:sup-2", "not a heartbeat")
     sup = supervised(2)
     wait_for(lambda: "is crash looping" in sup.log(), 90, "the crash loop logged")
     log = sup.log()
-    assert "worker sup-2 exited with code 2" in log and "restarting in 1.0s" in log and "restarting in 2.0s" in log
-    assert "worker sup-2 is crash looping: exited with code 2" in log
-    assert redis_client.get("filebeat:heartbeat:sup-2") == b"someone-else"  # another process's id: not taken
+    assert "worker sup-2 exited with code" in log and "restarting in 1.0s" in log and "restarting in 2.0s" in log
+    assert "worker sup-2 is crash looping: exited with code" in log
+    assert redis_client.type("filebeat:heartbeat:sup-2") == b"list"  # nothing replaced it
     assert started(redis_client, "sup-1")  # the other child works on
     sup.stop()
 
