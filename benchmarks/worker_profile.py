@@ -123,7 +123,10 @@ class Meter:
     def _boundary(self) -> list[str]:
         stack, last = self._state()
         if self.dump is not None:
-            self.dump(stack[-1])
+            # a dump counts every thread's instructions since the last one: only the main thread
+            # dumps (the heartbeat threads' few instructions go to the main thread's step)
+            if threading.current_thread() is threading.main_thread():
+                self.dump(stack[-1])
         else:
             now = time.thread_time_ns()
             self.spent[stack[-1]] += now - last[0]
@@ -441,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--measure", nargs="+", choices=("cpu", "callgrind", "pyspy"), default=["cpu"])
     ap.add_argument("--native", action="store_true", help="py-spy --native")
+    ap.add_argument("--worker-only", action="store_true", help="callgrind: only the worker (not the pipeline alone)")
     ap.add_argument("--overlap", action="store_true", help="child: overlap on; callgrind: also a total with it on")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--mode", choices=("worker", "pipeline"), default="worker", help=argparse.SUPPRESS)
@@ -472,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         if "callgrind" in args.measure:
             cols = {}
             for name, mode, overlap in (("pipeline alone", "pipeline", False), ("worker", "worker", False)):
+                if mode == "pipeline" and args.worker_only:
+                    continue
                 r = bench.callgrind(mode, overlap)
                 cols[name] = per_event(r["spent_ir"], r["events"], 1.0)
             if args.overlap:
