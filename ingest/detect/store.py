@@ -271,26 +271,36 @@ def _new_country_step(h: dict[str, str], login: Login, lookback_ms: int) -> tupl
 
 # KEYS: per failure, the IP's zset and its fired-flag key; for a failure with an origin also its
 #       host-and-log zset and the host's other log's zset.
-# ARGV: threshold, ttl_ms, the number of failures, then per failure: member, ts, "(" .. (ts - window),
-#       cut (ts - 2 windows), "(" .. end of the aligned window of ts, 1 if it has an origin (else 0),
-#       and for one with an origin the bounds the two logs are compared over:
-#       "(" .. (ts - window - SAME_ATTEMPT_MS), ts + SAME_ATTEMPT_MS.
+# ARGV: threshold, ttl_ms, the number of failures, window_ms, SAME_ATTEMPT_MS, then per failure:
+#       member, ts (ms), 1 if it has an origin (else 0). The script derives the bounds: the window
+#       ending at ts "(" .. (ts - window), the cut (ts - 2 windows), the end of the aligned window of
+#       ts "(" .. (floor(ts / window) + 1) * window, and for one with an origin the bounds the two
+#       logs are compared over: "(" .. (ts - window - SAME_ATTEMPT_MS), ts + SAME_ATTEMPT_MS.
+#       (Three arguments per failure instead of six or eight: each argument costs the worker
+#       redis-py's packing; ms timestamps are exact in Lua's doubles and printed with %d.)
 # Returns the fired (or re-emitted) payloads as {index of the failure (1-based), payload}.
 BRUTE_FORCE_LUA = """
 local threshold = tonumber(ARGV[1])
 local ttl = ARGV[2]
+local window = tonumber(ARGV[4])
+local same = tonumber(ARGV[5])
 local out = {}
 local fired = {}
-local k, a = 1, 4
+local k, a = 1, 6
 for i = 1, tonumber(ARGV[3]) do
   local zkey, fkey = KEYS[k], KEYS[k + 1]
-  local member, ts, lo, cut, hi = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local dedup = ARGV[a + 5] == '1'
-  k, a = k + 2, a + 6
+  local member, ts = ARGV[a], ARGV[a + 1]
+  local t = tonumber(ts)
+  local lo = '(' .. string.format('%d', t - window)
+  local cut = string.format('%d', t - 2 * window)
+  local hi = '(' .. string.format('%d', (math.floor(t / window) + 1) * window)
+  local dedup = ARGV[a + 2] == '1'
+  k, a = k + 2, a + 3
   local fresh, counts = true, true
   if dedup then
-    local mine, other, slo, shi = KEYS[k], KEYS[k + 1], ARGV[a], ARGV[a + 1]
-    k, a = k + 2, a + 2
+    local mine, other = KEYS[k], KEYS[k + 1]
+    local slo, shi = '(' .. string.format('%d', t - window - same), string.format('%d', t + same)
+    k = k + 2
     if redis.call('ZADD', mine, 'NX', ts, member) == 0 then
       fresh = false
     else
@@ -399,18 +409,16 @@ class RedisDetectionStore(DetectionStore):
         calls: list[tuple[Any, list[str], list[Any]]] = []  # (script, keys, args)
         if failures:
             keys: list[str] = []
-            args: list[Any] = [threshold, 2 * window_ms + GRACE_MS, len(failures)]
+            args: list[Any] = [threshold, 2 * window_ms + GRACE_MS, len(failures), window_ms, SAME_ATTEMPT_MS]
             for f in failures:
                 zkey = f"{p}bf:{f.ip}"
-                w = f.ts_ms // window_ms
-                keys += [zkey, f"{zkey}:{w}"]
-                args += [f.member(), f.ts_ms, f"({f.ts_ms - window_ms}", f.ts_ms - 2 * window_ms,
-                         f"({(w + 1) * window_ms}"]
                 if f.origin is not None and f.log is not None:
-                    keys += [f"{zkey}|{f.origin}|{f.log}", f"{zkey}|{f.origin}|{OTHER_LOG.get(f.log, '')}"]
-                    args += [1, f"({f.ts_ms - window_ms - SAME_ATTEMPT_MS}", f.ts_ms + SAME_ATTEMPT_MS]
+                    keys += (zkey, f"{zkey}:{f.ts_ms // window_ms}", f"{zkey}|{f.origin}|{f.log}",
+                             f"{zkey}|{f.origin}|{OTHER_LOG.get(f.log, '')}")
+                    args += (f.member(), f.ts_ms, 1)
                 else:
-                    args.append(0)
+                    keys += (zkey, f"{zkey}:{f.ts_ms // window_ms}")
+                    args += (f.member(), f.ts_ms, 0)
             calls.append((self._bf, keys, args))
         if logins:
             nkeys = [f"{p}nc:{login.subject}" for login in logins]
