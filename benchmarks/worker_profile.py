@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import os
 import subprocess
 import sys
 import tempfile
@@ -240,11 +241,13 @@ def child(args: argparse.Namespace) -> int:
 
     worker._acknowledge = counted_ack
     cpu = time.process_time()
+    times = os.times()
     try:
         worker.run()
     finally:
         close()
     cpu = time.process_time() - cpu
+    args.sys_seconds = os.times().system - times.system
     if meter is not None:
         meter.stop()
     write_result(args, meter, cpu, meter.events if meter else args.events)
@@ -281,7 +284,8 @@ def child_pipeline(args: argparse.Namespace, meter: Meter | None) -> int:
 
 
 def write_result(args: argparse.Namespace, meter: Meter | None, cpu: float, events: int) -> None:
-    out = {"events": events, "cpu_seconds": cpu, "spent_ns": dict(meter.spent) if meter else {}}
+    out = {"events": events, "cpu_seconds": cpu, "spent_ns": dict(meter.spent) if meter else {},
+           "sys_seconds": getattr(args, "sys_seconds", 0.0)}
     Path(args.out).write_bytes(orjson.dumps(out))
 
 
@@ -460,16 +464,20 @@ def main(argv: list[str] | None = None) -> int:
         if "cpu" in args.measure:
             cols: dict[str, dict[str, float]] = {}
             totals = {}
+            systime = {}
             for name, mode, overlap in (("pipeline alone", "pipeline", False), ("worker, overlap off", "worker", False),
                                         ("worker, overlap on", "worker", True)):
                 r = bench.run_child(mode, "cpu", overlap)
                 cols[name] = per_event(r["spent_ns"], r["events"], 1e-3)
                 totals[name] = r["cpu_seconds"] / max(r["events"], 1) * 1e6
+                systime[name] = r["sys_seconds"] / max(r["events"], 1) * 1e6
                 if name == "worker, overlap off":
                     commands = r["redis_commands"]
             out.write(f"\nCPU (thread time), {args.events:,} events\n\n{table(cols, 'µs')}\n")
             out.write("| process CPU (all threads, from first to last batch) | "
                       + " | ".join(f"{v:.1f}" for v in totals.values()) + " |\n")
+            out.write("| of which system time (syscalls) | "
+                      + " | ".join(f"{v:.1f}" for v in systime.values()) + " |\n")
             batches = -(-args.events // run.BATCH)
             out.write(f"\nRedis commands per batch ({batches} batches, worker overlap off): "
                       + ", ".join(f"{k} {v / batches:.1f}" for k, v in sorted(commands.items())) + "\n")
