@@ -44,6 +44,7 @@ import argparse
 import ctypes
 import gc
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -353,6 +354,7 @@ class Bench:
     def close(self) -> None:
         self.es.close()
         self.redis_server.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def redis_commands(client: Any) -> dict[str, int]:
