@@ -296,10 +296,11 @@ def write_result(args: argparse.Namespace, meter: Meter | None, cpu: float, even
 
 
 class Bench:
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, keep: bool = False) -> None:
         from tests.redis_server import RedisServer
 
         self.n = n
+        self.keep = keep
         self.workdir = Path(tempfile.mkdtemp(prefix="worker-profile-"))
         self.redis_server = RedisServer()
         self.redis_server.start()
@@ -354,7 +355,10 @@ class Bench:
     def close(self) -> None:
         self.es.close()
         self.redis_server.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.keep:
+            sys.stderr.write(f"kept {self.workdir}\n")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def redis_commands(client: Any) -> dict[str, int]:
@@ -405,6 +409,14 @@ PYSPY_STEPS: list[tuple[str, str]] = [
 ]
 
 
+#: frames that mean the sample is start-up, shutdown or waiting (not counted)
+PYSPY_SKIP: list[tuple[str, str]] = [
+    ("build_worker (", "startup"), ("load_settings (", "startup"), ("tune_gc (", "startup"),
+    ("<module> (ingest", "startup"), ("_find_and_load (", "startup"), ("Worker._finish", "startup"), ("close (ingest/worker", "startup"),
+    ("Condition.wait", "idle"), ("Event.wait", "idle"), ("wait (threading", "idle"), ("Timer.run", "idle"),
+]
+
+
 def classify_pyspy(text: str) -> dict[str, int]:
     """Samples per step from ``py-spy record --format raw`` (``frame;frame;... count`` lines, root first)."""
     found: Counter[str] = Counter()
@@ -413,6 +425,9 @@ def classify_pyspy(text: str) -> dict[str, int]:
         if not count.isdigit():
             continue
         frames = stack.split(";")
+        skip = next((s for key, s in PYSPY_SKIP if key in stack), None)
+        if skip is not None or len(frames) < 2:  # no Python frame under the thread's: nothing to assign
+            continue
         step = "other"
         for frame in reversed(frames):
             hit = next((s for key, s in PYSPY_STEPS if key in frame), None)
@@ -450,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--measure", nargs="+", choices=("cpu", "callgrind", "pyspy"), default=["cpu"])
     ap.add_argument("--native", action="store_true", help="py-spy --native")
+    ap.add_argument("--keep", action="store_true", help="keep the working directory (dumps, py-spy's raw file)")
     ap.add_argument("--worker-only", action="store_true", help="callgrind: only the worker (not the pipeline alone)")
     ap.add_argument("--overlap", action="store_true", help="child: overlap on; callgrind: also a total with it on")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -460,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.child:
         return child(args)
-    bench = Bench(args.events)
+    bench = Bench(args.events, args.keep)
     out = sys.stdout
     try:
         if "cpu" in args.measure:
@@ -500,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
             out.write(f"\npy-spy samples, {args.events:,} events (overlap {'on' if args.overlap else 'off'})\n\n")
             for step, n in sorted(samples.items(), key=lambda kv: -kv[1]):
                 out.write(f"| {step} | {n} | {n / total:.1%} |\n")
+            out.write("(start-up, shutdown and waits left out)\n")
     finally:
         bench.close()
     return 0
