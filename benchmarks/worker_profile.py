@@ -224,6 +224,8 @@ def child(args: argparse.Namespace) -> int:
     from ingest.worker import build_worker
 
     settings = load_settings(Path(args.config), overrides={"worker": {"overlap": args.overlap, "id": "profile"}})
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     worker, close = build_worker(settings)
     tune_gc()
     if meter is not None:
@@ -301,6 +303,7 @@ class Bench:
 
         self.n = n
         self.keep = keep
+        self.switch_interval: float | None = None
         self.workdir = Path(tempfile.mkdtemp(prefix="worker-profile-"))
         self.redis_server = RedisServer()
         self.redis_server.start()
@@ -322,7 +325,8 @@ class Bench:
     def child_cmd(self, mode: str, clock: str, overlap: bool, out: Path) -> list[str]:
         return [sys.executable, str(Path(__file__).resolve()), "--child", "--mode", mode, "--clock", clock,
                 "--config", str(self.config), "--events", str(self.n), "--out", str(out)] + (
-                    ["--overlap"] if overlap else [])
+                    ["--overlap"] if overlap else []) + (
+                    ["--switch-interval", str(self.switch_interval)] if self.switch_interval else [])
 
     def run_child(self, mode: str, clock: str, overlap: bool, prefix: list[str] | None = None) -> dict[str, Any]:
         client = self.redis_server.client(db=1)
@@ -468,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--measure", nargs="+", choices=("cpu", "callgrind", "pyspy"), default=["cpu"])
     ap.add_argument("--native", action="store_true", help="py-spy --native")
+    ap.add_argument("--switch-interval", type=float, help="sys.setswitchinterval in the worker (GIL hand-offs)")
     ap.add_argument("--keep", action="store_true", help="keep the working directory (dumps, py-spy's raw file)")
     ap.add_argument("--worker-only", action="store_true", help="callgrind: only the worker (not the pipeline alone)")
     ap.add_argument("--overlap", action="store_true", help="child: overlap on; callgrind: also a total with it on")
@@ -480,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         return child(args)
     bench = Bench(args.events, args.keep)
+    bench.switch_interval = args.switch_interval
     out = sys.stdout
     try:
         if "cpu" in args.measure:
