@@ -8,7 +8,11 @@ Prints one table; each figure is the median of several runs (5; 3 with ``--smoke
 3. end-to-end: events RPUSHed into a real redis-server, drained by ``audit-ingest run`` workers
    into the Elasticsearch double (``tests/es_double.py``, in its own process), events/s from first
    pop to last acknowledgement, and the CPU time the worker(s) and the double spent per event;
-   one worker, then two; and the double's own ceiling (a bulk loop from this process with bodies
+   one worker, then two (one ``audit-ingest run --processes 2`` where the option exists); the old
+   main's worker (commit ``OLD_COMMIT``, checked out with ``git archive`` into a temporary directory
+   and run with this interpreter) on the same events, and the ratio; the worker's CPU per event
+   against the pipeline's (``Pipeline.process`` + encoding, in this process) on the same events;
+   and the double's own ceiling (a bulk loop from this process with bodies
    encoded beforehand, the request shape the sink sends) with its CPU time per document;
 4. memory: the worker's peak RSS (``VmHWM``) during the one-worker run;
 5. latency: p50/p99 from RPUSH to the document reaching the double at a steady offered rate.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import platform
 import shutil
@@ -279,6 +284,66 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _HZ
 
 
+def child_pids(pid: int) -> list[int]:
+    """Live children of a process (the workers of ``run --processes``)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
+
+
+@functools.cache
+def has_processes_option() -> bool:
+    """Whether ``audit-ingest run`` has ``--processes`` on this branch."""
+    try:
+        r = subprocess.run([audit_ingest(), "run", "--help"], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return b"--processes" in r.stdout
+
+
+#: the main the issue measures the worker against (issue 14: ">= 1.5x the current main's worker")
+OLD_COMMIT = "5a50cd4"
+
+
+@dataclass
+class OldCheckout:
+    """The old commit's code in a temporary directory, run with this interpreter (same dependencies)."""
+
+    commit: str
+    root: Path
+    command: list[str]
+    env: dict[str, str]
+
+    @classmethod
+    def create(cls, commit: str, into: Path) -> OldCheckout | str:
+        """The checkout, or why it cannot be made (not a git checkout, unknown commit)."""
+        root = into / f"old-{commit}"
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit], capture_output=True, timeout=120)
+            if archive.returncode != 0:
+                return f"git archive {commit} failed: {archive.stderr.decode(errors='replace').strip()[:120]}"
+            subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True, timeout=120)
+        except (OSError, subprocess.SubprocessError) as e:
+            return f"cannot check out {commit}: {e}"
+        env = {**os.environ, "PYTHONPATH": str(root), "AUDIT_INGEST_PATTERNS_DIR": str(root / "patterns")}
+        return cls(commit, root, [sys.executable, "-m", "ingest.cli"], env)
+
+
+def pipeline_cpu_us(events: list[bytes]) -> float:
+    """CPU µs per event of ``Pipeline.process`` + the sink's encoding (in-memory stores, the
+    worker's collector settings) on ``events``, in this process."""
+    encode = encoder()
+    pipeline = new_pipeline()
+    with worker_gc():
+        started = time.process_time()
+        run_pipeline(pipeline, events, encode)
+        spent = time.process_time() - started
+    return spent / max(len(events), 1) * 1e6
+
+
 class EsServer:
     """``benchmarks/es_server.py`` in its own process, driven over stdin/stdout."""
 
@@ -350,36 +415,32 @@ class Workers:
 
     template_installed = False
 
-    def __init__(self, n: int, redis_url: str, es_url: str, workdir: Path, processes: int = 1) -> None:
-        """``n`` ``run`` commands of ``processes`` worker processes each (ingest/supervisor.py if > 1)."""
-        extra = [] if Workers.template_installed else ["--skip-template-check"]
+    def __init__(self, n: int, redis_url: str, es_url: str, workdir: Path, *, old: OldCheckout | None = None,
+                 processes: int | None = None) -> None:
+        """``n`` worker processes; ``old``: the old commit's worker instead of this one; ``processes``:
+        one ``audit-ingest run --processes N`` (then ``ids`` is None: its ids are its own)."""
+        extra = [] if Workers.template_installed and old is None else ["--skip-template-check"]
+        command = old.command if old is not None else [audit_ingest()]
+        cwd = old.root if old is not None else ROOT
+        env = old.env if old is not None else None
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs = []
         self.workdir = workdir
-        self.ids = [f"bench-{i + 1}" for i in range(n)]
-        if processes > 1:  # the supervisor's children: <id>-<k>
-            self.ids = [f"{wid}-{k}" for wid in self.ids for k in range(1, processes + 1)]
+        self.ids: list[str] | None = [f"bench-{i + 1}" for i in range(n)] if processes is None else None
+        if processes is not None:
+            extra += ["--processes", str(processes)]
+        elif old is None and has_processes_option():
+            extra += ["--processes", "1"]  # one process each: the default (the CPUs) would start a supervisor
         for i in range(n):
             log = open(workdir / f"worker-{i + 1}.log", "ab")  # noqa: SIM115 - closed in stop()
             self.logs.append(log)
-            config = str(write_config(workdir, redis_url, es_url, f"bench-{i + 1}"))
             self.procs.append(subprocess.Popen(
-                [audit_ingest(), "run", "--processes", str(processes), "--config", config,
-                 "--log-level", "WARNING", *extra], stdout=log, stderr=log, cwd=ROOT))
-
-    def pids(self) -> list[int]:
-        """The ``run`` processes and, under a supervisor, its children."""
-        out = []
-        for p in self.procs:
-            out.append(p.pid)
-            try:
-                out += [int(c) for c in Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()]
-            except OSError:
-                pass
-        return out
+                [*command, "run", "--config", str(write_config(workdir, redis_url, es_url, f"bench-{i + 1}")),
+                 "--log-level", "WARNING", *extra], stdout=log, stderr=log, cwd=cwd, env=env))
 
     def cpu(self) -> float:
-        return sum(cpu_seconds(pid) for pid in self.pids())
+        """CPU time of the worker processes and of their children (``--processes``)."""
+        return sum(cpu_seconds(pid) for p in self.procs for pid in [p.pid, *child_pids(p.pid)])
 
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.procs)
@@ -387,9 +448,9 @@ class Workers:
     def peak_rss_mb(self) -> float:
         """Largest VmHWM of the workers, in MB."""
         peak = 0.0
-        for pid in self.pids():
+        for p in self.procs:
             try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
                         peak = max(peak, int(line.split()[1]) / 1024)
             except OSError:
@@ -444,13 +505,14 @@ class Drain:
 
 
 def drain_rate(n_workers: int, events: list[bytes], redis_server: Any, es: EsServer, workdir: Path,
-               timeout: float, processes: int = 1) -> Drain:
+               timeout: float, *, old: OldCheckout | None = None, processes: int | None = None) -> Drain:
     """Events/s from first pop to last ack, the workers' peak RSS, CPU per event, a note."""
     client = redis_server.client(db=1)
     client.flushdb()
     push(client, events)
     total = len(events)
-    workers = Workers(n_workers, f"redis://127.0.0.1:{redis_server.port}/1", es.url, workdir, processes)
+    workers = Workers(n_workers, f"redis://127.0.0.1:{redis_server.port}/1", es.url, workdir, old=old,
+                      processes=processes)
     note = ""
     try:
         deadline = time.monotonic() + timeout
@@ -469,7 +531,7 @@ def drain_rate(n_workers: int, events: list[bytes], redis_server: Any, es: EsSer
             if time.monotonic() > deadline:
                 return Drain(None, workers.peak_rss_mb(),
                              f"not drained after {timeout:.0f} s ({pending(client)} left)")
-            time.sleep(0.005)
+            time.sleep(0.005 if workers.ids is not None else 0.05)  # no ids: a SCAN per poll
         elapsed = time.perf_counter() - started
         cpu_w, cpu_es = workers.cpu() - cpu_w, es.cpu() - cpu_es
         if pending(client) > 0:  # a processing list the fast poll did not know of
@@ -605,7 +667,8 @@ def main(argv: list[str] | None = None) -> int:
     reason = None if not args.skip_e2e else "skipped (--skip-e2e)"
     reason = reason or e2e_unavailable()
     if reason:
-        for name in ("end-to-end, 1 worker", "end-to-end, 2 workers", "ES double ceiling", "worker peak RSS",
+        for name in ("end-to-end, 1 worker", "end-to-end, 2 workers", "worker CPU / pipeline CPU",
+                     f"end-to-end, this commit / {OLD_COMMIT}", "ES double ceiling", "worker peak RSS",
                      "latency p50 / p99"):
             rows.append(Row(name, f"not available yet: {reason}" if "skipped" not in reason else reason))
     else:
@@ -634,46 +697,72 @@ def end_to_end(n_e2e: int, sizes: Sizes, runs: int, out: Any) -> list[Row]:
     failed = False
     timeout = max(120.0, n_e2e / 500)
     try:
-        results: dict[int, list[Drain]] = {1: [], 2: [], 3: []}
+        # 1: one worker; 2: two worker processes (or one `run --processes 2`); 0: the old commit's worker
+        processes = has_processes_option()
+        old = OldCheckout.create(OLD_COMMIT, workdir)
+        results: dict[int, list[Drain]] = {1: [], 2: [], 0: []}
         rss: list[float] = []
         notes: dict[int, str] = {}
-        for n_workers in (1, 2, 3):  # 3: one `run --processes 2` (the supervisor and two children)
+        if isinstance(old, str):
+            notes[0] = old
+        for kind in (1, 0, 2):
+            if kind == 0 and isinstance(old, str):
+                continue
             for _ in range(e2e_runs):
-                drain = (drain_rate(1, events, redis_server, es, workdir, timeout, processes=2) if n_workers == 3
-                         else drain_rate(n_workers, events, redis_server, es, workdir, timeout))
-                if n_workers == 1:
+                if kind == 2 and processes:
+                    drain = drain_rate(1, events, redis_server, es, workdir, timeout, processes=2)
+                else:
+                    drain = drain_rate(kind or 1, events, redis_server, es, workdir, timeout,
+                                       old=old if kind == 0 and not isinstance(old, str) else None)
+                if kind == 1:
                     rss.append(drain.rss_mb)
                 if drain.rate is None:
-                    notes[n_workers] = drain.note
+                    notes[kind] = drain.note
                     failed = True
                     break
-                results[n_workers].append(drain)
+                results[kind].append(drain)
                 if drain.note:
-                    notes[n_workers] = drain.note
+                    notes[kind] = drain.note
+        pipe_events = events[:200_000]
+        pipe_runs = 1 if len(events) >= 500_000 or sizes is SMOKE else runs
+        pipe_us = statistics.median(pipeline_cpu_us(pipe_events) for _ in range(pipe_runs))
 
         def median(n: int) -> tuple[float | None, str]:
             runs_ = results[n]
             if not runs_:
                 return None, ""
-            cpu = (f"; CPU per event: worker{'s' if n > 1 else ''} "
+            cpu = (f"; CPU per event: worker{'s' if n == 2 else ''} "
                    f"{statistics.median(d.worker_cpu_us for d in runs_):.0f} µs, "
                    f"double {statistics.median(d.double_cpu_us for d in runs_):.0f} µs")
             return statistics.median(d.rate or 0.0 for d in runs_), cpu
 
+        def cpu_us(n: int) -> float | None:
+            return statistics.median(d.worker_cpu_us for d in results[n]) if results[n] else None
+
         one, cpu_one = median(1)
         two, cpu_two = median(2)
+        before, _ = median(0)
         label = f"({n_e2e:,} events, median of {e2e_runs})"
         rows.append(Row(f"end-to-end, 1 worker {label}", rate(one) + cpu_one if one else f"failed: {notes.get(1)}",
                         ">= 50,000 ev/s", one is not None and one >= 50_000))
-        rows.append(Row(f"end-to-end, 2 workers {label}",
+        two_label = ("`run --processes 2`" if processes
+                     else "2 workers (two `run` processes: no `--processes` on this commit)")
+        rows.append(Row(f"end-to-end, {two_label} {label}",
                         (rate(two) + (f" ({two / one:.2f}x one)" if one else "") + cpu_two) if two
                         else f"failed: {notes.get(2)}",
                         "> 1 worker", bool(one and two and two > one)))
-        procs2, cpu_procs2 = median(3)
-        rows.append(Row(f"end-to-end, one `run --processes 2` {label}",
-                        (rate(procs2) + (f" ({procs2 / one:.2f}x one process)" if one else "") + cpu_procs2)
-                        if procs2 else f"failed: {notes.get(3)}",
-                        "> 1 process", bool(one and procs2 and procs2 > one)))
+        worker_us = cpu_us(1)
+        rows.append(Row(f"worker CPU per event / pipeline CPU per event (same events: pipeline on the first "
+                        f"{len(pipe_events):,}, in-memory stores)",
+                        f"{worker_us:.0f} / {pipe_us:.0f} µs = {worker_us / pipe_us:.2f}x" if worker_us
+                        else f"failed: {notes.get(1)}",
+                        "<= 1.3x", bool(worker_us) and worker_us / pipe_us <= 1.3))
+        old_cpu = cpu_us(0)
+        rows.append(Row(f"end-to-end, 1 worker, this commit / {OLD_COMMIT} (same run, same events)",
+                        f"{one:,.0f} / {before:,.0f} ev/s = {one / before:.2f}x; CPU per event "
+                        f"{worker_us:.0f} / {old_cpu:.0f} µs" if one and before and worker_us and old_cpu
+                        else f"failed: {notes.get(0) or notes.get(1)}",
+                        ">= 1.5x", bool(one and before) and (one or 0) / (before or 1) >= 1.5))
         ceiling_doc = new_pipeline().process(events[:1]).actions[0].doc  # a real document, not a toy one
         measured = [ceiling(es, sizes.ceiling_docs, BATCH, ceiling_doc) for _ in range(runs)]
         top = statistics.median(m[0] for m in measured)

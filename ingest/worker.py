@@ -631,7 +631,7 @@ def build_worker(settings: Any) -> tuple[Worker, Callable[[], None]]:
     mcfg = settings.metrics
     metrics = Metrics(stale_after=mcfg.stale_after.total_seconds())
     sink_stop = threading.Event()
-    es = build_client(settings.elasticsearch)
+    es = build_client(settings.elasticsearch, sink=True)
     sink = ElasticsearchSink(es, settings.elasticsearch, stop=sink_stop)
     pipeline = Pipeline.from_settings(settings, client)
     notify = build_notifications(settings, client, metrics.registry, worker_id)

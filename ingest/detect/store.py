@@ -1,7 +1,7 @@
 """Where the detection rules keep their state: Redis (shared by every worker) or memory.
 
 Both stores implement :meth:`DetectionStore.evaluate` with the same semantics: one call per batch,
-which for Redis is ONE round trip (a non-transactional pipeline of two Lua scripts; each script
+which for Redis is ONE round trip (a non-transactional pipeline of two ``EVALSHA``; each script
 runs atomically, so several workers on one Redis count together and never both fire the same
 alert).
 
@@ -499,32 +499,32 @@ class RedisDetectionStore(DetectionStore):
         if not failures and not logins:
             return [], []
         p = self.prefix
+        calls: list[tuple[Any, list[str], list[Any]]] = []  # (script, keys, args)
+        if failures:
+            keys: list[str] = []
+            args: list[Any] = [threshold, 2 * window_ms + GRACE_MS, len(failures), window_ms]
+            for f in failures:
+                zkey = f"{p}bf:{f.ip}"
+                w = f.ts_ms // window_ms
+                keys += [zkey, f"{zkey}:{w}", f"{zkey}:{w + 1}"]
+                args += [f.member(), f.ts_ms, f"({f.ts_ms - window_ms}", f.ts_ms - 2 * window_ms,
+                         f"({(w + 1) * window_ms}"]
+                if f.origin is not None and f.log in OTHERS:
+                    others = OTHERS.get(f.log, ())
+                    keys.append(f"{zkey}|{f.origin}|{f.log}")
+                    keys += [f"{zkey}|{f.origin}|{o}" for o in others]
+                    args += [len(others), f.class_member()]
+                else:
+                    args.append(0)
+            calls.append((self._bf, keys, args))
+        if logins:
+            nkeys = [f"{p}nc:{login.subject}" for login in logins]
+            nargs: list[Any] = [lookback_ms]
+            for login in logins:
+                nargs += [login.country, login.ts_ms, login.ts_ms - lookback_ms, login.key]
+            calls.append((self._nc, nkeys, nargs))
         try:
-            with self.client.pipeline(transaction=False) as pipe:
-                if failures:
-                    keys: list[str] = []
-                    args: list[Any] = [threshold, 2 * window_ms + GRACE_MS, len(failures), window_ms]
-                    for f in failures:
-                        zkey = f"{p}bf:{f.ip}"
-                        w = f.ts_ms // window_ms
-                        keys += [zkey, f"{zkey}:{w}", f"{zkey}:{w + 1}"]
-                        args += [f.member(), f.ts_ms, f"({f.ts_ms - window_ms}", f.ts_ms - 2 * window_ms,
-                                 f"({(w + 1) * window_ms}"]
-                        if f.origin is not None and f.log in OTHERS:
-                            others = OTHERS.get(f.log, ())
-                            keys.append(f"{zkey}|{f.origin}|{f.log}")
-                            keys += [f"{zkey}|{f.origin}|{o}" for o in others]
-                            args += [len(others), f.class_member()]
-                        else:
-                            args.append(0)
-                    self._bf(keys=keys, args=args, client=pipe)
-                if logins:
-                    nkeys = [f"{p}nc:{login.subject}" for login in logins]
-                    nargs: list[Any] = [lookback_ms]
-                    for login in logins:
-                        nargs += [login.country, login.ts_ms, login.ts_ms - lookback_ms, login.key]
-                    self._nc(keys=nkeys, args=nargs, client=pipe)
-                replies = pipe.execute()
+            replies = self._run(calls)
         except (redis.ConnectionError, redis.TimeoutError) as e:
             raise DetectionStoreUnavailable(f"detection store unreachable: {e}") from e
         hits: list[BruteForceHit] = []
@@ -539,3 +539,31 @@ class RedisDetectionStore(DetectionStore):
             for row in replies[pos]:
                 new.append(NewCountryHit(logins[int(row[0]) - 1], sorted(_s(c) for c in row[1:])))
         return hits, new
+
+    def _run(self, calls: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
+        """The scripts by ``EVALSHA`` in one pipelined round trip. (A pipeline given ``Script``
+        objects asks ``SCRIPT EXISTS`` first, every time: a second round trip per batch.) A script
+        Redis does not have (restarted, ``SCRIPT FLUSH``) is loaded and that call alone resent: one
+        answered NOSCRIPT did not run."""
+        replies: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            with self.client.pipeline(transaction=False) as pipe:
+                for i in todo:
+                    script, keys, args = calls[i]
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                answers = pipe.execute(raise_on_error=False)
+            missing = []
+            for i, answer in zip(todo, answers, strict=True):
+                if isinstance(answer, redis.exceptions.NoScriptError) and attempt == 0:
+                    missing.append(i)
+                elif isinstance(answer, Exception):
+                    raise answer
+                else:
+                    replies[i] = answer
+            if not missing:
+                break
+            for i in missing:
+                calls[i][0].sha = self.client.script_load(calls[i][0].script)
+            todo = missing
+        return replies

@@ -145,11 +145,13 @@ class RedisSourceConfig(BaseModel):
 
     def client(self) -> redis.Redis:
         """A client for this URL (TLS for rediss://) with the configured timeouts."""
+        from ingest.sources.packer import FastPacker
+
         try:
             return redis.Redis.from_url(
                 self.url, socket_timeout=self.socket_timeout.total_seconds(),
                 socket_connect_timeout=self.socket_connect_timeout.total_seconds(),
-                health_check_interval=30)
+                health_check_interval=30, command_packer=FastPacker())
         except ValueError as e:
             raise ConfigError(f"invalid Redis URL {mask_url(self.url)}: {e}", key="redis.url") from e
 

@@ -116,6 +116,25 @@ def test_two_stages_on_one_redis_count_together(redis_client: redis.Redis) -> No
     assert rules(out) == ["brute_force"]
 
 
+def test_a_batch_is_one_round_trip_and_survives_a_script_flush(redis_client: redis.Redis) -> None:
+    """Both scripts go by EVALSHA in one pipeline, without a SCRIPT EXISTS first; scripts Redis lost
+    (restart, SCRIPT FLUSH) are loaded again and the batch still counts."""
+    s = DetectionStage(RedisDetectionStore(redis_client), DetectionConfig(), NOW)
+    login = {"@timestamp": format_timestamp(T0), "type": "auth", "event": {"action": "ssh_login", "outcome": "success"},
+             "host": {"hostname": "h1"}, "user": {"name": "u1"},
+             "source": {"ip": "81.2.69.160", "geo": {"country_iso_code": "GB"}}}
+    s.process_batch(burst(5) + [login])
+    redis_client.script_flush()
+    redis_client.config_resetstat()
+    assert rules(s.process_batch(burst(11)[5:] + [login])) == ["brute_force"]
+    calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in redis_client.info("commandstats").items()}
+    assert "script|exists" not in calls and calls["script|load"] == 2
+    redis_client.config_resetstat()
+    s.process_batch(burst(3, start=T0 + timedelta(minutes=5)) + [login])
+    calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in redis_client.info("commandstats").items()}
+    assert calls["evalsha"] == 2 and "script|exists" not in calls and "script|load" not in calls
+
+
 def test_restart_mid_window_keeps_counting(make_store: Callable[[], DetectionStore]) -> None:
     docs = burst(11)
     assert stage(make_store).process_batch(docs[:6]) == []

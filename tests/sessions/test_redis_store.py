@@ -225,3 +225,24 @@ def test_memory_and_redis_stores_agree(redis_client: redis.Redis, redis_server: 
         outputs.append((out, +p.counts))
     assert outputs[0] == outputs[1]
     assert len(outputs[0][0]) > 100
+
+
+def test_a_key_changed_between_read_and_write_reruns_the_batch(redis_client: redis.Redis,
+                                                               redis_server: RedisServer) -> None:
+    """The write checks every key still holds what was read: a change in between (another worker)
+    reruns the transition on the fresh state instead of overwriting it."""
+    store = RedisSessionStore(redis_server.client(db=1))
+    other = redis_server.client(db=1)
+    name = f"{store.prefix}k:ssh|a3|7"
+    calls = []
+
+    def transition(states: dict) -> str:
+        calls.append(dict(states["ssh|a3|7"]))
+        if len(calls) == 1:  # another worker writes the key after our read
+            other.set(name, b'{"marker":1}')
+        states["ssh|a3|7"]["seen"] = len(calls)
+        return "done"
+
+    result, _ = store.transact(["ssh|a3|7"], transition, now=0)
+    assert result == "done" and len(calls) == 2 and store.conflicts == 1
+    assert calls[1] == {"marker": 1}  # the rerun saw the other worker's state, not its own first read

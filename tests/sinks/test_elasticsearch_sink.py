@@ -46,7 +46,7 @@ class Harness:
                  on_sleep: Callable[[int], None] | None = None, **cfg: Any) -> None:
         cfg.setdefault("request_timeout", timedelta(seconds=10))
         self.cfg = ElasticsearchConfig(hosts=[double.url], **cfg)
-        self.client = build_client(self.cfg)
+        self.client = build_client(self.cfg, sink=True)
         self.sleeps: list[float] = []
         self.on_sleep = on_sleep
         self.sink = ElasticsearchSink(self.client, self.cfg, stop=stop, sleep=self._sleep, rng=random.Random(1))
@@ -92,6 +92,20 @@ def test_all_created_in_one_request(es: ESDouble) -> None:
     assert first == {"create": {"_index": INDEX, "_id": "id-0"}}
     assert h.sink.stats.items_indexed == 50 and h.sink.stats.requests == 1 and h.sleeps == []
     expect_once(es, acts)
+
+
+def test_an_answer_without_failures_is_not_decoded(es: ESDouble) -> None:
+    """The sink's client counts the items of an all-created bulk answer instead of decoding them;
+    an answer with a failure is decoded in full (the per-item statuses are read)."""
+    client = build_client(ElasticsearchConfig(hosts=[es.url]), sink=True)
+    json = client.transport.serializers.get_serializer("application/json")
+    ok = b'{"errors":false,"items":[{"create":{"status":201}},{"create":{"status":201}}]}'
+    assert json.loads(ok) == {"errors": False, "items": [None, None]}
+    failed = b'{"errors":true,"items":[{"create":{"status":201}},{"create":{"status":429}}]}'
+    assert json.loads(failed)["items"][1] == {"create": {"status": 429}}
+    plain = build_client(ElasticsearchConfig(hosts=[es.url]))
+    assert plain.transport.serializers.get_serializer("application/json").loads(ok)["items"][0] == {
+        "create": {"status": 201}}
 
 
 def test_empty_batch_sends_nothing(es: ESDouble) -> None:
