@@ -14,7 +14,7 @@ import threading
 import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -117,9 +117,10 @@ class Metrics:
 
 
 class MetricsServer:
-    """``/metrics`` and ``/healthz`` on a background thread."""
+    """``/metrics`` and ``/healthz`` on a background thread, of one worker's :class:`Metrics` or of
+    anything that renders and answers health the same way (the supervisor's aggregate)."""
 
-    def __init__(self, metrics: Metrics, bind: str = "0.0.0.0", port: int = 9108) -> None:
+    def __init__(self, metrics: Served, bind: str = "0.0.0.0", port: int = 9108) -> None:
         self.metrics = metrics
         handler = _handler(metrics)
         self.httpd = ThreadingHTTPServer((bind, port), handler)
@@ -129,7 +130,8 @@ class MetricsServer:
 
     def start(self) -> MetricsServer:
         self._thread.start()
-        log.info("metrics on http://%s:%d/metrics", self.httpd.server_address[0], self.port)
+        log.info("metrics%s on http://%s:%d/metrics", getattr(self.metrics, "scope", ""),
+                 self.httpd.server_address[0], self.port)
         return self
 
     def close(self) -> None:
@@ -137,7 +139,12 @@ class MetricsServer:
         self.httpd.server_close()
 
 
-def _handler(metrics: Metrics) -> type[BaseHTTPRequestHandler]:
+class Served(Protocol):
+    def render(self) -> bytes: ...
+    def health(self) -> tuple[bool, str]: ...
+
+
+def _handler(metrics: Served) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
             path = self.path.split("?", 1)[0]

@@ -26,15 +26,14 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from ingest.metrics import PREFIX
+from ingest.metrics import PREFIX, MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +195,8 @@ class Aggregator(Collector):
         if self.extra is not None:
             yield from self.extra()
 
+    scope = " of all processes"
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -239,45 +240,8 @@ def supervisor_metrics(configured: int, running: Callable[[], int], restarts: Ca
     return collect
 
 
-class AggregateServer:
+class AggregateServer(MetricsServer):
     """``/metrics`` and ``/healthz`` of all the children, on a background thread."""
 
     def __init__(self, aggregator: Aggregator, bind: str, port: int) -> None:
-        self.httpd = ThreadingHTTPServer((bind, port), _handler(aggregator))
-        self.httpd.daemon_threads = True
-        self.port = int(self.httpd.server_address[1])
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics-http", daemon=True)
-
-    def start(self) -> AggregateServer:
-        self._thread.start()
-        log.info("metrics of all processes on http://%s:%d/metrics", self.httpd.server_address[0], self.port)
-        return self
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def _handler(agg: Aggregator) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(200, agg.render(), CONTENT_TYPE_LATEST)
-            elif path in ("/healthz", "/health"):
-                ok, text = agg.health()
-                self._send(200 if ok else 503, (text + "\n").encode(), "text/plain; charset=utf-8")
-            else:
-                self._send(404, b"not found\n", "text/plain; charset=utf-8")
-
-        def _send(self, status: int, body: bytes, ctype: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            return
-
-    return Handler
+        super().__init__(aggregator, bind, port)
