@@ -69,8 +69,8 @@ class SoakTracker:
     def install(self, double: ESDouble) -> None:
         apply = double._apply
 
-        def tracked(op: str, index: str, doc_id: str | None, source: Any) -> dict[str, Any]:
-            item = apply(op, index, doc_id, source)
+        def tracked(op: str, index: str, doc_id: str | None, source: Any, *rest: Any) -> dict[str, Any]:
+            item = apply(op, index, doc_id, source, *rest)  # rest: the double's versioning of sessions
             if item.get("status") == 201:
                 self.saw(getattr(source, "data", b""), str(item.get("_id")))
             return item
