@@ -347,8 +347,8 @@ def pipeline_cpu_us(events: list[bytes]) -> float:
 class EsServer:
     """``benchmarks/es_server.py`` in its own process, driven over stdin/stdout."""
 
-    def __init__(self, check_mappings: bool = False) -> None:
-        cmd = [sys.executable, str(HERE / "es_server.py")] + (["--check-mappings"] if check_mappings else [])
+    def __init__(self, check_mappings: bool = False, *flags: str) -> None:
+        cmd = [sys.executable, str(HERE / "es_server.py"), *(["--check-mappings"] if check_mappings else []), *flags]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, cwd=ROOT)
         assert self.proc.stdout is not None

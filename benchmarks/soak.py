@@ -55,14 +55,7 @@ class SoakDouble(EsServer):
     """The double with ``--soak`` (counts documents by ``fields.soak_seq``)."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "es_server.py"), "--soak"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, cwd=ROOT)
-        assert self.proc.stdout is not None
-        first = self.proc.stdout.readline()
-        if not first:
-            raise RuntimeError("the Elasticsearch double did not start")
-        self.url = orjson.loads(first)["url"]
-        self.pid = self.proc.pid
+        super().__init__(False, "--soak")
 
 
 def config(workdir: Path, redis_url: str, es_url: str) -> Path:
