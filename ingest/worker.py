@@ -37,61 +37,29 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import timedelta
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
 
 from ingest.deadletter import DeadLetterStore
 from ingest.errors import ConfigError, SinkUnavailable, SourceUnavailable
+from ingest.isolate import process_isolating, write_isolating
 from ingest.logsafe import escape, label
 from ingest.metrics import Metrics
 from ingest.model import BatchResult, DeadLetter, IndexAction, Rejected
 from ingest.pending import carried
-from ingest.route import quote
-from ingest.sources.redis_list import RedisAuthFailed, RedisListSource, default_worker_id, mask_url
+from ingest.redis_backoff import RedisBackoff
+from ingest.sources.redis_list import RedisListSource, mask_url
+from ingest.worker_accounting import BatchAccounting
+from ingest.worker_config import WorkerConfig
+
+__all__ = ["SLOT_SUFFIX", "Worker", "WorkerConfig", "build_worker"]
 
 if TYPE_CHECKING:
     from ingest.notify.hook import Notifier, Pending
 
 log = logging.getLogger(__name__)
-
-
-class WorkerConfig(BaseModel):
-    """The worker process."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str | None = Field(None, description="Worker id, unique among the workers on one list "
-                                             "(default <hostname>:<pid>).")
-    shutdown_timeout: timedelta = Field(timedelta(seconds=8),
-                                        description="On SIGTERM, how long the current batch may take to finish "
-                                                    "before it is given back to Redis; keep it below the "
-                                                    "orchestrator's grace period (docker stop: 10 s).")
-    log_interval: timedelta = Field(timedelta(seconds=10),
-                                    description="At most one 'indexed N events' info line per interval.")
-    backoff_initial: timedelta = Field(timedelta(milliseconds=100),
-                                       description="First wait before retrying Redis.")
-    backoff_max: timedelta = Field(timedelta(seconds=10), description="Longest wait between Redis retries.")
-    overlap: bool = Field(True, description="Index a batch (sender thread) while the next one is taken and "
-                                            "processed: a second processing list, <worker-id>#2, holds it. "
-                                            "At most two batches are held; the second only while "
-                                            "Elasticsearch answers without failures.")
-    derived_lease: timedelta = Field(timedelta(seconds=60),
-                                     description="A session document or alert made by a batch that was not "
-                                                 "acknowledged (worker killed, batch given back) is carried by the "
-                                                 "next batch of any worker once this long has passed "
-                                                 "(ingest.pending).")
-
-    processes: int | None = Field(None, ge=1, description="Worker processes `run` starts (its own worker id "
-                                                          "each, <id>-<k>, restarted if one dies; metrics of all "
-                                                          "on one port); default: the number of CPUs; 1: one "
-                                                          "process, no supervisor (ingest/supervisor.py).")
-
-    def worker_id(self) -> str:
-        return self.id or default_worker_id()
 
 
 class PipelineLike(Protocol):
@@ -136,12 +104,11 @@ class Worker:
         #: the event the sink watches; set ``shutdown_timeout`` after ``stopping``
         self.sink_stop = sink_stop or threading.Event()
         self._timer: threading.Timer | None = None
-        self._backoff = self.config.backoff_initial.total_seconds()
-        self._redis_down_since: float | None = None
+        self.backoff = RedisBackoff(self.metrics, self.config.backoff_initial.total_seconds(),
+                                    self.config.backoff_max.total_seconds(), self.stopping, self.sink_stop)
+        self.accounting = BatchAccounting(self.metrics, self.config.log_interval.total_seconds(), deadletters.key)
         self._last_recover = 0.0
-        self._last_info = 0.0
         self._last_gauges = 0.0
-        self._since_info = {"batches": 0, "in": 0, "indexed": 0, "dead": 0}
         self._recover_every = (source.config.recover_interval or source.config.heartbeat_ttl).total_seconds()
         self.source._on_lost_owner = self.stop_now
         #: the processing slots: this worker's own id, and with overlap ``<id>#2``
@@ -155,18 +122,7 @@ class Worker:
         self._sink_healthy = False  # the last batch went through without a failed request or retry
         stats = getattr(sink, "stats", None)
         if stats is not None and hasattr(stats, "listener"):
-            stats.listener = self._sink_stat
-
-    def _sink_stat(self, name: str, n: int) -> None:
-        """The sink's counters (retries, failed requests, 409s) into the metrics."""
-        if name == "retries":
-            self.metrics.retries.labels("elasticsearch").inc(n)
-        elif name == "request_failures":
-            self.metrics.sink_request_failures.inc(n)
-        elif name == "items_conflict":
-            self.metrics.events_conflict.inc(n)
-        elif name == "items_retried":
-            self.metrics.events_retried.inc(n)
+            stats.listener = self.accounting.sink_stat
 
     # -- control ---------------------------------------------------------------------------
 
@@ -268,7 +224,7 @@ class Worker:
                     slot.release()
                 except SourceUnavailable:
                     slot.stop_heartbeat()
-            self._log_progress(force=True)
+            self.accounting.progress(force=True)
             log.info("worker %s stopped", self.source.worker_id)
 
     def run_once(self) -> None:
@@ -282,9 +238,7 @@ class Worker:
         except Exception as e:
             log.exception("unexpected error in the worker loop (%s); retrying", type(e).__name__)
             self.metrics.retries.labels("worker").inc()
-            wait = self._backoff
-            self._backoff = min(self._backoff * 2, self.config.backoff_max.total_seconds())
-            self.stopping.wait(wait)
+            self.stopping.wait(self.backoff.next_wait())
 
     def _may_overlap(self) -> bool:
         """Take the next batch while the one in flight is being indexed? Only with a second slot,
@@ -414,108 +368,19 @@ class Worker:
         return [oldest] + [s for s in self.slots if s is not oldest]
 
     def _acknowledge(self, batch: _Batch, rejected: list[Rejected]) -> None:
-        raws, result = batch.raws, batch.result
+        result = batch.result
         dead = list(result.dead) + [self._rejected_letter(r) for r in rejected]
-        indexed = len(result.actions) - len(rejected)
         pending = self.notifier.pending(result.actions, rejected) if self.notifier is not None else None
         self._ack(dead, batch.source, pending, carried(result.actions) if self.pending is not None else ())
-        self._count(len(raws), result, rejected, dead)
-        if dead:
-            codes: dict[str, int] = {}
-            for d in dead:
-                codes[d.error_code] = codes.get(d.error_code, 0) + 1
-            log.warning("dead-lettered %d of %d events to %r: %s (first: %s)", len(dead), len(raws),
-                        self.deadletters.key, ", ".join(f"{c}={n}" for c, n in sorted(codes.items())),
-                        dead[0].reason)
-        self.metrics.batches.labels("acked").inc()
-        self.metrics.batch_seconds.observe(time.monotonic() - batch.started)
-        s = self._since_info
-        s["batches"] += 1
-        s["in"] += len(raws)
-        s["indexed"] += indexed
-        s["dead"] += len(dead)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("batch: %d events in, %d indexed, %d dead-lettered", len(raws), indexed, len(dead))
-        self._log_progress()
-
-    def _count(self, n_raws: int, result: BatchResult, rejected: list[Rejected], dead: list[DeadLetter]) -> None:
-        """The batch's counters, one increment per counter and label (not per event): each input
-        event once, by outcome; each accepted document once, by type (sessions and alerts are
-        documents the pipeline made, not input events)."""
-        m = self.metrics
-        derived = {"session": 0, "alert": 0}
-        for action in result.actions:
-            if action.raw is None:  # made by the pipeline: a session or an alert
-                kind = action.doc.get("type")
-                derived[kind if kind == "alert" else "session"] += 1
-        events = len(result.actions) - derived["session"] - derived["alert"]
-        dead_events = len(result.dead)
-        if rejected:
-            refused: dict[tuple[str, str], int] = {}
-            for r in rejected:
-                if r.action.raw is not None:
-                    kind = "event"
-                    events -= 1
-                    dead_events += 1
-                else:
-                    kind = "alert" if r.action.doc.get("type") == "alert" else "session"
-                    derived[kind] -= 1
-                key = (str(r.status), kind)
-                refused[key] = refused.get(key, 0) + 1
-            for (status, kind), n in refused.items():
-                m.documents_rejected.labels(label(status), kind).inc(n)
-        m.events.labels("indexed").inc(n_raws - dead_events)
-        if dead_events:
-            m.events.labels("dead_lettered").inc(dead_events)
-        m.documents.labels("event").inc(events)
-        for kind, n in derived.items():
-            if n:
-                m.documents.labels(kind).inc(n)
-        if dead:
-            by: dict[tuple[str, str], int] = {}
-            for d in dead:
-                by[(d.stage, d.error_code)] = by.get((d.stage, d.error_code), 0) + 1
-            for (stage, code), n in by.items():
-                m.dead_lettered.labels(label(stage), label(code)).inc(n)
+        self.accounting.acked(len(batch.raws), result, rejected, dead, batch.started)
 
     # -- steps -----------------------------------------------------------------------------
 
-    def _process(self, raws: list[bytes], depth: int = 0) -> BatchResult:
-        """The pipeline on a batch; if it raises, halves until the events that raise are isolated
-        (dead-lettered, stage ``parse``). One log line per batch that raised."""
-        try:
-            return self.pipeline.process(raws)
-        except SourceUnavailable:
-            raise  # Redis (session store) down: not the events' fault, retry the batch later
-        except Exception as e:
-            if depth == 0:
-                self.metrics.pipeline_errors.inc()
-                log.error("pipeline raised on a batch of %d (%s: %s); splitting it to isolate the event",
-                          len(raws), type(e).__name__, quote(str(e)), exc_info=log.isEnabledFor(logging.DEBUG))
-            if len(raws) == 1:
-                return BatchResult(dead=[DeadLetter(raws[0], "parse", "pipeline_error",
-                                                    f"pipeline raised {type(e).__name__}: {quote(str(e))}")])
-        mid = len(raws) // 2
-        left, right = self._process(raws[:mid], depth + 1), self._process(raws[mid:], depth + 1)
-        return BatchResult(actions=left.actions + right.actions, dead=left.dead + right.dead)
+    def _process(self, raws: list[bytes]) -> BatchResult:
+        return process_isolating(self.pipeline, raws, self.metrics)  # ingest.isolate
 
-    def _write(self, actions: list[IndexAction], depth: int = 0) -> list[Rejected]:
-        """The sink on the actions; an unexpected exception (a bug) halves the actions until the
-        failing ones are isolated and rejected. SinkUnavailable propagates."""
-        if not actions:
-            return []
-        try:
-            return list(self.sink.write_batch(actions))
-        except SinkUnavailable:
-            raise
-        except Exception as e:
-            if depth == 0:
-                log.error("sink raised on a batch of %d (%s: %s); splitting it to isolate the document",
-                          len(actions), type(e).__name__, quote(str(e)), exc_info=log.isEnabledFor(logging.DEBUG))
-            if len(actions) == 1:
-                return [Rejected(actions[0], 0, "sink_error", f"sink raised {type(e).__name__}: {quote(str(e))}")]
-        mid = len(actions) // 2
-        return self._write(actions[:mid], depth + 1) + self._write(actions[mid:], depth + 1)
+    def _write(self, actions: list[IndexAction]) -> list[Rejected]:
+        return write_isolating(self.sink, actions)
 
     @staticmethod
     def _rejected_letter(r: Rejected) -> DeadLetter:
@@ -555,53 +420,13 @@ class Worker:
             self._redis_failed(e)
 
     def _retry_redis(self, what: str, fn: Callable[[], Any]) -> None:
-        """Redis calls that must happen (ack, give back): retried until they succeed, or until a
-        forced stop; the batch then stays in the processing list and is recovered later."""
-        while True:
-            try:
-                fn()
-                self._redis_ok()
-                return
-            except SourceUnavailable as e:
-                if self.sink_stop.is_set():
-                    log.warning("cannot %s (%s) and stopping: batch stays in %s", what, e,
-                                self.source.processing_key)
-                    return
-                self._redis_failed(e)
-
-    # -- Redis trouble, logging, gauges ----------------------------------------------------
+        self.backoff.retry(what, fn, self.source.processing_key)
 
     def _redis_failed(self, e: Exception) -> None:
-        self.metrics.retries.labels("redis").inc()
-        auth = isinstance(e, RedisAuthFailed)
-        if self._redis_down_since is None or (auth and self.metrics.failing is None):
-            self._redis_down_since = self._redis_down_since or time.monotonic()
-            if auth:  # not "down": a setting to fix; /healthz fails now, not after stale_after
-                log.error("%s; retrying with backoff", e)
-            else:
-                log.warning("%s; retrying with backoff", e)
-        self.metrics.failing = "Redis refused authentication" if auth else None
-        self.metrics.state = "waiting for redis"
-        wait = self._backoff
-        self._backoff = min(self._backoff * 2, self.config.backoff_max.total_seconds())
-        # while stopping, keep backing off (an ack is still owed) until the forced stop
-        (self.sink_stop if self.stopping.is_set() else self.stopping).wait(wait)
+        self.backoff.failed(e)
 
     def _redis_ok(self) -> None:
-        self.metrics.failing = None
-        if self._redis_down_since is not None:
-            log.info("Redis is back after %.1fs", time.monotonic() - self._redis_down_since)
-            self._redis_down_since = None
-        self._backoff = self.config.backoff_initial.total_seconds()
-
-    def _log_progress(self, force: bool = False) -> None:
-        now = time.monotonic()
-        s = self._since_info
-        if s["batches"] and (force or now - self._last_info >= self.config.log_interval.total_seconds()):
-            log.info("indexed %d events in %d batches (%d in, %d dead-lettered) since last report",
-                     s["indexed"], s["batches"], s["in"], s["dead"])
-            self._since_info = {"batches": 0, "in": 0, "indexed": 0, "dead": 0}
-            self._last_info = now
+        self.backoff.ok()
 
     def _update_gauges(self) -> None:
         try:
@@ -613,45 +438,8 @@ class Worker:
 
 
 def build_worker(settings: Any) -> tuple[Worker, Callable[[], None]]:
-    """A worker from the composed settings (``settings.redis``, ``.deadletter``, ``.worker``,
-    ``.metrics``, ``.elasticsearch``, ``.notify``); returns it and a function that closes what it opened."""
-    from ingest.metrics import MetricsServer
-    from ingest.notify.build import build_notifications
-    from ingest.pipeline import Pipeline
-    from ingest.sinks.elasticsearch import ElasticsearchSink, build_client
+    """A worker from the composed settings, and a function that closes what it opened
+    (:func:`ingest.worker_build.build`)."""
+    from ingest.worker_build import build
 
-    wcfg: WorkerConfig = settings.worker
-    rcfg = settings.redis
-    client = rcfg.client()
-    worker_id = wcfg.worker_id()
-    source = RedisListSource(client, rcfg, worker_id)
-    dcfg = settings.deadletter
-    deadletters = DeadLetterStore(client, dcfg.key_for(rcfg.key), main_key=rcfg.key, worker=worker_id,
-                                  max_length=dcfg.max_length)
-    mcfg = settings.metrics
-    metrics = Metrics(stale_after=mcfg.stale_after.total_seconds())
-    sink_stop = threading.Event()
-    es = build_client(settings.elasticsearch, sink=True)
-    sink = ElasticsearchSink(es, settings.elasticsearch, stop=sink_stop)
-    pipeline = Pipeline.from_settings(settings, client)
-    notify = build_notifications(settings, client, metrics.registry, worker_id)
-    worker = Worker(source, pipeline, sink, deadletters, metrics, wcfg, sink_stop=sink_stop,
-                    notifier=notify.notifier if notify is not None else None)
-    server = None
-    if mcfg.enabled:
-        try:
-            server = MetricsServer(metrics, mcfg.bind, mcfg.port).start()
-        except OSError as e:
-            raise ConfigError(f"cannot listen on {mcfg.bind}:{mcfg.port}: {e}", key="metrics.port") from e
-    if notify is not None:
-        notify.start()  # the sender threads, beside the worker loop (ingest.notify.sender)
-
-    def close() -> None:
-        if notify is not None:
-            notify.close()
-        if server is not None:
-            server.close()
-        es.close()
-        client.close()
-
-    return worker, close
+    return build(settings)
