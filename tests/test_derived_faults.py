@@ -7,10 +7,8 @@ the Elasticsearch double of this process.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,44 +21,18 @@ import redis
 from tests.es_double import ESDouble, es_double  # noqa: F401  (fixture)
 from tests.redis_server import RedisServer
 from tests.test_worker import wait_for
-from tests.worker_proc import file_events, lists_empty_but_dead, redis_url
+from tests.worker_proc import WorkerProcs, file_events, lists_empty_but_dead
 
 ROOT = Path(__file__).parent.parent
 PENDING = "filebeat:pending:docs"
 
 
-class Procs:
-    def __init__(self, tmp: Path, redis_port: int, es_url: str) -> None:
-        self.tmp = tmp
-        self.redis = redis_url(redis_port)
-        self.es = es_url
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, worker_id: str, *extra: str, ttl: float = 1.0, shutdown_timeout: float = 1.0
-              ) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"{worker_id}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.worker_proc", "--redis", self.redis, "--es", self.es, "--id", worker_id,
-             "--ttl", str(ttl), "--batch-size", "50", "--shutdown-timeout", str(shutdown_timeout),
-             "--derived-lease", "1", *extra],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        log.close()
-        self.procs[worker_id] = proc
-        return proc
-
-    def log(self, worker_id: str) -> str:
-        return (self.tmp / f"{worker_id}.log").read_text(errors="replace")
-
-    def kill_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+Procs = WorkerProcs
 
 
 @pytest.fixture
 def procs(tmp_path: Path, redis_server: RedisServer, es_double: ESDouble) -> Iterator[Procs]:  # noqa: F811
-    p = Procs(tmp_path, redis_server.port, es_double.url)
+    p = Procs(tmp_path, redis_server.port, es_double.url, "--derived-lease", "1", shutdown_timeout=1.0)
     yield p
     p.kill_all()
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -26,6 +29,7 @@ from ingest.metrics import Metrics
 from ingest.sources.redis_list import RedisListSource, RedisSourceConfig
 from ingest.worker import Worker, WorkerConfig
 
+ROOT = Path(__file__).parent.parent
 SAMPLES = Path(__file__).parent / "data" / "samples"
 KINDS = {"auth.log": "auth", "bruteforce.log": "auth", "commands.log": "commands", "audit.log": "auditd",
          "openvpn.log": "openvpn", "shell_deploy.log": "shell", "teleport.log": "teleport"}
@@ -173,6 +177,55 @@ def lists_empty_but_dead(client: redis.Redis, key: str = "filebeat") -> list[str
     left = [key] if client.llen(key) else []
     left += [k.decode() for k in client.scan_iter(match=f"{key}:processing:*")]
     return left
+
+
+class WorkerProcs:
+    """The worker processes of one test (``python -m tests.worker_proc``), on the test's Redis and
+    Elasticsearch double, each logging to ``<tmp>/<id>.log``; ``extra`` arguments go to every one."""
+
+    def __init__(self, tmp: Path, redis_port: int, es_url: str, *extra: str, shutdown_timeout: float = 5.0) -> None:
+        self.tmp = tmp
+        self.redis = redis_url(redis_port)
+        self.es = es_url
+        self.extra = extra
+        self.shutdown_timeout = shutdown_timeout
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, worker_id: str, *extra: str, ttl: float = 1.0, batch_size: int = 50,
+              shutdown_timeout: float | None = None) -> subprocess.Popen[bytes]:
+        timeout = self.shutdown_timeout if shutdown_timeout is None else shutdown_timeout
+        log = open(self.tmp / f"{worker_id}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.worker_proc", "--redis", self.redis, "--es", self.es, "--id", worker_id,
+             "--ttl", str(ttl), "--batch-size", str(batch_size), "--shutdown-timeout", str(timeout),
+             *self.extra, *extra],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        log.close()
+        self.procs[worker_id] = proc
+        return proc
+
+    def log(self, worker_id: str) -> str:
+        return (self.tmp / f"{worker_id}.log").read_text(errors="replace")
+
+    def kill(self, worker_id: str) -> None:
+        self.procs[worker_id].kill()
+        self.procs[worker_id].wait()
+
+    def terminate(self, worker_id: str, timeout: float = 20.0) -> int:
+        self.procs[worker_id].send_signal(signal.SIGTERM)
+        return self.procs[worker_id].wait(timeout)
+
+    def terminate_all(self, timeout: float = 20.0) -> dict[str, int]:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        return {wid: proc.wait(timeout) for wid, proc in self.procs.items()}
+
+    def kill_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 if __name__ == "__main__":

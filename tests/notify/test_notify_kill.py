@@ -6,10 +6,7 @@ Redis, the Elasticsearch double and a real HTTP receiver of this process.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,44 +21,16 @@ from tests.es_double import ESDouble, es_double  # noqa: F401  (fixture)
 from tests.notify.receivers import HttpReceiver
 from tests.redis_server import RedisServer
 from tests.test_worker import wait_for
-from tests.worker_proc import file_events, lists_empty_but_dead, redis_url
+from tests.worker_proc import WorkerProcs, file_events, lists_empty_but_dead
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 P = "audit-ingest:notify:"
 ALERT_ID = "brute_force-900f02a6d9317b23b8039eed"
 
 
-class Workers:
-    def __init__(self, tmp: Path, redis_port: int, es_url: str) -> None:
-        self.tmp, self.redis, self.es = tmp, redis_url(redis_port), es_url
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, worker_id: str, notify: dict[str, Any]) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"{worker_id}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.worker_proc", "--redis", self.redis, "--es", self.es, "--id", worker_id,
-             "--ttl", "1", "--batch-size", "50", "--detect", "--notify", orjson.dumps(notify).decode()],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        log.close()
-        self.procs[worker_id] = proc
-        return proc
-
-    def log(self, worker_id: str) -> str:
-        return (self.tmp / f"{worker_id}.log").read_text(errors="replace")
-
-    def kill(self, worker_id: str) -> None:
-        self.procs[worker_id].kill()
-        self.procs[worker_id].wait()
-
-    def terminate(self, worker_id: str) -> int:
-        self.procs[worker_id].send_signal(signal.SIGTERM)
-        return self.procs[worker_id].wait(20)
-
-    def kill_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+class Workers(WorkerProcs):
+    def start_notifying(self, worker_id: str, notify: dict[str, Any]) -> subprocess.Popen[bytes]:
+        return self.start(worker_id, "--detect", "--notify", orjson.dumps(notify).decode())
 
 
 @pytest.fixture
@@ -94,14 +63,14 @@ def test_killed_between_sending_and_recording_sends_one_duplicate_at_most(
         workers: Workers, redis_client: redis.Redis, es_double: ESDouble, receiver: HttpReceiver) -> None:  # noqa: F811
     settings = notify(receiver.url, lease=4, timeout=2)
     receiver.hold.clear()  # the message arrives; the answer waits
-    workers.start("a", settings)
+    workers.start_notifying("a", settings)
     wait_started(redis_client, "a")
     redis_client.rpush("filebeat", *file_events("bruteforce.log"))
     receiver.wait_for(1, 30)
     workers.kill("a")  # sent, not recorded: the claim's lease still runs
     receiver.hold.set()
     assert redis_client.zcard(f"{P}queue:ops") == 1  # the alert is still queued, claimed by the dead sender
-    workers.start("b", settings)
+    workers.start_notifying("b", settings)
     wait_for(lambda: len(receiver.requests) == 2 and not notify_keys(redis_client), 30,
              "sent again once the lease ended")
     time.sleep(1.0)  # time for a third message, were one coming
@@ -117,14 +86,14 @@ def test_killed_before_the_ack_the_alert_is_raised_again_and_sent_once(
         workers: Workers, redis_client: redis.Redis, es_double: ESDouble, receiver: HttpReceiver) -> None:  # noqa: F811
     settings = notify(receiver.url, lease=4, timeout=2)
     es_double.delay(3.0, times=1)  # the batch's bulk is applied, then answered late: the kill lands before the ack
-    workers.start("a", settings)
+    workers.start_notifying("a", settings)
     wait_started(redis_client, "a")
     redis_client.rpush("filebeat", *file_events("bruteforce.log"))
     wait_for(lambda: len(es_double.bulk_requests()) >= 1, 30, "a's bulk request")
     assert redis_client.llen("filebeat:processing:a") == 15
     workers.kill("a")
     assert not redis_client.exists(f"{P}queue:ops", f"{P}seen:{ALERT_ID}")  # not acked: nothing queued
-    workers.start("b", settings)  # recovers a's batch once its heartbeat expires, raises the alert again
+    workers.start_notifying("b", settings)  # recovers a's batch once its heartbeat expires, raises the alert again
     wait_for(lambda: len(receiver.requests) >= 1 and not notify_keys(redis_client)
              and not lists_empty_but_dead(redis_client), 30, "the alert sent by b")
     time.sleep(1.0)  # time for a second message, were one coming
