@@ -95,6 +95,30 @@ class Child:
         return self.proc is not None and self.proc.poll() is None
 
 
+STATUS_PREFIX = "audit-ingest-procs-"  #: the children's status files: <tmp>/audit-ingest-procs-<pid>-<random>/
+
+
+def status_dir(tmp: str | None = None) -> Path:
+    """A new directory for the children's status files, named after this process; the directories
+    of supervisors that no longer run (killed with SIGKILL: no clean-up ran) are removed first."""
+    base = Path(tmp or tempfile.gettempdir())
+    for old in base.glob(STATUS_PREFIX + "*-*"):
+        pid = old.name[len(STATUS_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{STATUS_PREFIX}{os.getpid()}-", dir=base))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it runs
+        return True
+    return True
+
+
 class Supervisor:
     def __init__(self, n: int, base_id: str, child_args: list[str], settings: Any, *,
                  env: dict[str, str] | None = None) -> None:
@@ -102,7 +126,7 @@ class Supervisor:
         self.child_args = child_args
         self.settings = settings
         self.env = env
-        self.dir = Path(tempfile.mkdtemp(prefix="audit-ingest-procs-"))
+        self.dir = status_dir()
         self.children = [Child(k, f"{base_id}-{k}", self.dir / f"{k}.json") for k in range(1, n + 1)]
         self.stopping = threading.Event()
         self._signals = 0

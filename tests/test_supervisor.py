@@ -310,3 +310,21 @@ def test_a_child_that_cannot_be_started_is_tried_again_later(monkeypatch: pytest
         assert child.proc is None and child.restart_at is not None and child.quick_exits == 1
     finally:
         sup._close()
+
+
+def test_status_directories_of_killed_supervisors_are_removed(tmp_path: Path) -> None:
+    from ingest.supervisor import STATUS_PREFIX, status_dir
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"{STATUS_PREFIX}{dead.pid}-abc"  # a supervisor killed with SIGKILL left it
+    stale.mkdir()
+    (stale / "1.json").write_text("{}")
+    running = tmp_path / f"{STATUS_PREFIX}{os.getppid()}-def"  # a supervisor that still runs
+    running.mkdir()
+    other = tmp_path / "audit-ingest-procs-notapid-x"
+    other.mkdir()
+    made = status_dir(str(tmp_path))
+    assert made.name.startswith(f"{STATUS_PREFIX}{os.getpid()}-") and made.is_dir()
+    assert not stale.exists()
+    assert running.exists() and other.exists()
