@@ -502,6 +502,7 @@ class Drain:
     note: str
     worker_cpu_us: float = 0.0  # CPU time of the worker processes per event
     double_cpu_us: float = 0.0  # CPU time of the double per event
+    redis_cpu_us: float = 0.0  # CPU time of redis-server per event (the stores' scripts run there)
 
 
 def drain_rate(n_workers: int, events: list[bytes], redis_server: Any, es: EsServer, workdir: Path,
@@ -524,7 +525,9 @@ def drain_rate(n_workers: int, events: list[bytes], redis_server: Any, es: EsSer
             if not workers.alive() or time.monotonic() > deadline:
                 return Drain(None, workers.peak_rss_mb(), "the workers never took an event (see their logs)")
             time.sleep(0.002)
+        redis_pid = getattr(getattr(redis_server, "proc", None), "pid", None)
         cpu_w, cpu_es = workers.cpu(), es.cpu()
+        cpu_r = cpu_seconds(redis_pid) if redis_pid else 0.0
         while pending(client, workers.ids) > 0:
             if not workers.alive():
                 return Drain(None, workers.peak_rss_mb(), "a worker exited during the run")
@@ -534,13 +537,14 @@ def drain_rate(n_workers: int, events: list[bytes], redis_server: Any, es: EsSer
             time.sleep(0.005 if workers.ids is not None else 0.05)  # no ids: a SCAN per poll
         elapsed = time.perf_counter() - started
         cpu_w, cpu_es = workers.cpu() - cpu_w, es.cpu() - cpu_es
+        cpu_r = cpu_seconds(redis_pid) - cpu_r if redis_pid else 0.0
         if pending(client) > 0:  # a processing list the fast poll did not know of
             note = "processing lists of unknown workers were left"
         rss = workers.peak_rss_mb()
         dead = client.llen(f"{KEY}:dead")
         if dead:
             note = f"{dead} dead letters"
-        return Drain(total / elapsed, rss, note, cpu_w / total * 1e6, cpu_es / total * 1e6)
+        return Drain(total / elapsed, rss, note, cpu_w / total * 1e6, cpu_es / total * 1e6, cpu_r / total * 1e6)
     finally:
         workers.stop()
         client.close()
@@ -734,7 +738,8 @@ def end_to_end(n_e2e: int, sizes: Sizes, runs: int, out: Any) -> list[Row]:
                 return None, ""
             cpu = (f"; CPU per event: worker{'s' if n == 2 else ''} "
                    f"{statistics.median(d.worker_cpu_us for d in runs_):.0f} µs, "
-                   f"double {statistics.median(d.double_cpu_us for d in runs_):.0f} µs")
+                   f"double {statistics.median(d.double_cpu_us for d in runs_):.0f} µs, "
+                   f"Redis {statistics.median(d.redis_cpu_us for d in runs_):.0f} µs")
             return statistics.median(d.rate or 0.0 for d in runs_), cpu
 
         def cpu_us(n: int) -> float | None:

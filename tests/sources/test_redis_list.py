@@ -220,3 +220,34 @@ def test_redis_down_raises_source_unavailable_and_batch_survives_restart(
     assert src.ack()
     assert src.take(3) == events(2, 3)
     client.close()
+
+
+def test_take_after_script_flush_loads_the_script_again(config: RedisSourceConfig, redis_client: redis.Redis) -> None:
+    """The take script runs by EVALSHA inside a MULTI with the LRANGE: a Redis that lost its
+    scripts (restart, SCRIPT FLUSH) answers NOSCRIPT, which moved nothing; the script is loaded and
+    the take sent again, so nothing is taken twice or skipped."""
+    redis_client.rpush("filebeat", *events(5))
+    source = RedisListSource(redis_client, config, "w1")
+    source.claim()
+    assert source.take(2) == events(2)
+    redis_client.script_flush()
+    assert source.fill(4) == events(4)  # the two held, topped up with the next two
+    assert redis_client.lrange("filebeat", 0, -1) == events(1, start=4)
+
+
+def test_take_refused_by_a_full_redis_is_source_unavailable(config: RedisSourceConfig,
+                                                           redis_client: redis.Redis) -> None:
+    """Redis at ``maxmemory`` with ``noeviction`` refuses the take's script inside the MULTI
+    (EXECABORT): the worker backs off as for any outage instead of treating it as a bug."""
+    redis_client.rpush("filebeat", *events(3))
+    source = RedisListSource(redis_client, config, "w1")
+    source.claim()
+    old = redis_client.config_get("maxmemory")["maxmemory"]
+    redis_client.config_set("maxmemory-policy", "noeviction")
+    redis_client.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(SourceUnavailable, match="refuses writes: OOM"):
+            source.take(2)
+    finally:
+        redis_client.config_set("maxmemory", old)
+    assert source.take(2) == events(2)
