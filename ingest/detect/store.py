@@ -331,19 +331,65 @@ local ttl = ARGV[2]
 local window = tonumber(ARGV[4])
 local out = {}
 local fired = {}
+-- What this script already read or wrote, per key: nothing else runs in Redis meanwhile and time
+-- stands still in a script, so a value read once stays true until the script itself changes it.
+-- A burst of 500 failures on a few keys then costs a few commands each instead of fifteen.
+local cards = {}     -- ZCARD of a class zset
+local flags = {}     -- whether a fired-flag key exists
+local stored = {}    -- a fired-flag key's payload (false: none)
+local trimmed = {}   -- the cut last applied to a zset by this script ...
+local lowest = {}    -- ... and the lowest score this script added to it since
+local touched, expiring = {}, {}  -- the zsets whose TTL is set once, at the end
 -- the payload of an alert: its trigger first, so that a redelivered trigger is recognised from a
--- prefix (GETRANGE) without decoding the member list of a long burst
+-- prefix without decoding the member list of a long burst
 local function payload(member, ts, count, members, w)
   return '{"trigger":' .. cjson.encode(member) .. ',"ts":"' .. ts .. '","count":' .. count ..
          ',"w":' .. string.format('%d', w) .. ',"members":' .. cjson.encode(members) .. '}'
 end
-local function triggered(fkey, member, decode)
-  local prefix = '{"trigger":' .. cjson.encode(member) .. ','
-  if redis.call('GETRANGE', fkey, 0, #prefix - 1) == prefix then return redis.call('GET', fkey) end
-  if decode then  -- a payload written before the trigger came first
-    local p = redis.call('GET', fkey)
-    if p and cjson.decode(p).trigger == member then return p end
+local function card(key)
+  local c = cards[key]
+  if c == nil then
+    c = redis.call('ZCARD', key)
+    cards[key] = c
   end
+  return c
+end
+local function flagged(key)
+  local f = flags[key]
+  if f == nil then
+    f = redis.call('EXISTS', key) == 1
+    flags[key] = f
+  end
+  return f
+end
+local function added(key, score)
+  if cards[key] then cards[key] = cards[key] + 1 end
+  if lowest[key] == nil or score < lowest[key] then lowest[key] = score end
+  if not expiring[key] then
+    expiring[key] = true
+    touched[#touched + 1] = key
+  end
+end
+-- ZREMRANGEBYSCORE key -inf (cut, unless it cannot remove anything: a cut no later than the last
+-- one applied here, and nothing added since below it
+local function trim(key, cut)
+  local c = tonumber(cut)
+  local last = trimmed[key]
+  if last ~= nil and c <= last and (lowest[key] == nil or lowest[key] >= c) then return end
+  local removed = redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. cut)
+  if cards[key] then cards[key] = cards[key] - removed end
+  trimmed[key], lowest[key] = c, nil
+end
+local function triggered(fkey, member, decode)
+  local p = stored[fkey]
+  if p == nil then
+    p = redis.call('GET', fkey) or false
+    stored[fkey] = p
+  end
+  if not p then return nil end
+  local prefix = '{"trigger":' .. cjson.encode(member) .. ','
+  if string.sub(p, 1, #prefix) == prefix then return p end
+  if decode and cjson.decode(p).trigger == member then return p end  -- written before the trigger came first
   return nil
 end
 -- the first failure t with lo < t < hi whose window (t - window, t] holds more than threshold;
@@ -363,6 +409,7 @@ for i = 1, tonumber(ARGV[3]) do
   local member, ts, lo, cut, hi = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local nothers = tonumber(ARGV[a + 5])
   k, a = k + 3, a + 6
+  local tsn = tonumber(ts)
   local fresh, counts = true, true
   if nothers > 0 then
     local mine, cmember = KEYS[k], ARGV[a]
@@ -370,27 +417,27 @@ for i = 1, tonumber(ARGV[3]) do
     if redis.call('ZADD', mine, 'NX', ts, cmember) == 0 then
       fresh = false
     else
-      local own = redis.call('ZCARD', mine)
+      added(mine, tsn)
+      local own = card(mine)
       for j = 1, nothers do
-        if counts and redis.call('ZCARD', KEYS[k + j]) >= own then
+        if counts and card(KEYS[k + j]) >= own then
           counts = false
         end
       end
-      redis.call('ZREMRANGEBYSCORE', mine, '-inf', '(' .. cut)
-      redis.call('PEXPIRE', mine, ttl)
+      trim(mine, cut)
     end
     k = k + 1 + nothers
   end
-  local tsn = tonumber(ts)
   local w = math.floor(tsn / window)
   local wend = (w + 1) * window
   if fresh and not counts then
     -- another class of lines of this host already reported this attempt
   elseif fresh and redis.call('ZADD', zkey, 'NX', ts, member) == 1 then
+    added(zkey, tsn)
     -- an aligned window w fires when some failure t in it has more than threshold in (t - window, t]:
     -- this one, or (it came late) one counted before it up to one window later, in w or in w + 1
     local fire = nil
-    if redis.call('EXISTS', fkey) == 0 then
+    if not flagged(fkey) then
       local count = redis.call('ZCOUNT', zkey, lo, ts)
       if count > threshold then
         fire = {fkey, tsn, count, w}
@@ -399,7 +446,7 @@ for i = 1, tonumber(ARGV[3]) do
         if t then fire = {fkey, t, c, w} end
       end
     end
-    if not fire and redis.call('EXISTS', nkey) == 0 then
+    if not fire and not flagged(nkey) then
       local t, c = crossing(zkey, string.format('%d', wend), '(' .. string.format('%d', tsn + window))
       if t then fire = {nkey, t, c, w + 1} end
     end
@@ -409,6 +456,7 @@ for i = 1, tonumber(ARGV[3]) do
       local members = redis.call('ZRANGEBYSCORE', zkey, flo, t)
       local p = payload(member, t, #members, members, fire[4])
       if redis.call('SET', fire[1], p, 'NX', 'PX', ttl) then
+        flags[fire[1]], stored[fire[1]] = true, p
         fired[#fired + 1] = {i, zkey, fire[1], flo, '(' .. string.format('%d', (fire[4] + 1) * window), t,
                              member, #members, p, fire[4]}
       end
@@ -421,8 +469,14 @@ for i = 1, tonumber(ARGV[3]) do
     local p = triggered(fkey, member, true) or triggered(nkey, member, false)
     if p then out[#out + 1] = {i, p} end
   end
-  redis.call('ZREMRANGEBYSCORE', zkey, '-inf', '(' .. cut)
-  redis.call('PEXPIRE', zkey, ttl)
+  trim(zkey, cut)
+  if not expiring[zkey] then
+    expiring[zkey] = true
+    touched[#touched + 1] = zkey
+  end
+end
+for _, key in ipairs(touched) do
+  redis.call('PEXPIRE', key, ttl)
 end
 -- what the batch added after the trigger, in the trigger's aligned window, belongs to its alert
 for _, f in ipairs(fired) do
