@@ -38,16 +38,6 @@ TELEPORT = TeleportParser(RESOURCES)
 CTX = LineContext(now=NOW())
 
 
-@pytest.fixture(params=["redis", "memory"])
-def make_store(request: pytest.FixtureRequest) -> Callable[[], DetectionStore]:
-    """A factory of stores sharing one state (Redis: each call is a new instance on the same db)."""
-    if request.param == "memory":
-        shared = MemoryDetectionStore()
-        return lambda: shared
-    client: redis.Redis = request.getfixturevalue("redis_client")
-    return lambda: RedisDetectionStore(client)
-
-
 def stage(make_store: Callable[[], DetectionStore]) -> DetectionStage:
     return DetectionStage(make_store(), DetectionConfig(), NOW)
 

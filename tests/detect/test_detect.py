@@ -13,7 +13,6 @@ from ingest.detect import (
     DetectionConfig,
     DetectionStage,
     DetectionStore,
-    MemoryDetectionStore,
     RedisDetectionStore,
 )
 from ingest.detect.rules import MAX_REPEATED
@@ -25,16 +24,6 @@ from tests.conftest import DATA
 
 T0 = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)  # epoch-aligned on 60 s
 NOW = lambda: datetime(2024, 3, 2, tzinfo=UTC)  # noqa: E731
-
-
-@pytest.fixture(params=["redis", "memory"])
-def make_store(request: pytest.FixtureRequest) -> Callable[[], DetectionStore]:
-    """A factory of stores sharing one state (Redis: each call is a new instance on the same db)."""
-    if request.param == "memory":
-        shared = MemoryDetectionStore()
-        return lambda: shared
-    client: redis.Redis = request.getfixturevalue("redis_client")
-    return lambda: RedisDetectionStore(client)
 
 
 def stage(make_store: Callable[[], DetectionStore], **cfg: Any) -> DetectionStage:

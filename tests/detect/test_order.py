@@ -6,24 +6,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-import pytest
-import redis
-
-from ingest.detect.store import DetectionStore, Failure, MemoryDetectionStore, RedisDetectionStore
+from ingest.detect.store import DetectionStore, Failure, MemoryDetectionStore
 
 WINDOW = 60_000
 THRESHOLD = 10
 T0 = 1_715_961_600_000  # 2024-05-17T16:00:00Z, on a window boundary
-
-
-@pytest.fixture(params=["redis", "memory"])
-def make_store(request: pytest.FixtureRequest) -> Callable[[], DetectionStore]:
-    """A factory of stores sharing one state (Redis: two workers are two instances on one db)."""
-    if request.param == "memory":
-        shared = MemoryDetectionStore()
-        return lambda: shared
-    client: redis.Redis = request.getfixturevalue("redis_client")
-    return lambda: RedisDetectionStore(client)
 
 
 def evaluate(store: DetectionStore, batch: list[Failure]) -> set[tuple[str, int]]:
