@@ -95,16 +95,6 @@ _Answer = tuple[bool, dict[str, Any] | None, dict[str, Any] | None]
 _SKIP: _Answer = (False, None, None)
 
 
-def _copy(obj: dict[str, Any], inner: str) -> dict[str, Any]:
-    """Copy of a finished sub-object whose only nested object is ``inner`` (geo: ``location``,
-    as: ``organization``). Cheaper than ``copy.deepcopy`` by an order of magnitude."""
-    out = obj.copy()
-    nested = out.get(inner)
-    if nested is not None:
-        out[inner] = nested.copy()
-    return out
-
-
 def _geo_fields(resp: Any) -> dict[str, Any] | None:
     """The ``geo`` object for a ``geoip2`` City answer, ECS names, only known values."""
     geo: dict[str, Any] = {}
@@ -238,7 +228,7 @@ class GeoIpEnricher(Enricher):
         self._asn = asn_reader
         self._city_records = _records(city_reader)
         self._asn_records = _records(asn_reader)
-        self._fields = [(src.split("."), dst) for src, dst in (fields or [("source.ip", "source")])]
+        self._fields = [(src.split("."), dst.split(".")) for src, dst in (fields or [("source.ip", "source")])]
         self._lookup_error_logged = False
         lookup = self._lookup_uncached
         self._lookup = functools.lru_cache(maxsize=cache_size)(lookup) if cache_size > 0 else lookup
@@ -278,30 +268,46 @@ class GeoIpEnricher(Enricher):
     def enrich_batch(self, docs: list[dict[str, Any]]) -> None:
         if not self.enabled:
             return
+        for src_parts, target_parts in self._fields:  # per document, the fields still go in order
+            self._enrich_field(docs, src_parts, target_parts)
+
+    def _enrich_field(self, docs: list[dict[str, Any]], src_parts: list[str], target_parts: list[str]) -> None:
+        """One configured field of every document. Most documents have no address at all (a
+        command, a SYSCALL record), so the first part of the path is tried before anything else."""
         lookup = self._lookup
+        first, rest = src_parts[0], src_parts[1:]
         for doc in docs:
-            for src_parts, target in self._fields:
-                try:
-                    value: Any = doc
-                    for part in src_parts:
-                        value = value.get(part) if isinstance(value, dict) else None
-                    if not isinstance(value, str) or not value:
-                        continue
-                    non_public, geo, as_ = lookup(value)
-                    if non_public:
-                        add_tag(doc, NON_PUBLIC_TAG)
-                        continue
-                    if geo is None and as_ is None:
-                        continue
-                    parent = _target(doc, target)
-                    if parent is None:
-                        continue
-                    if geo is not None:
-                        parent["geo"] = _copy(geo, "location")
-                    if as_ is not None:
-                        parent["as"] = _copy(as_, "organization")
-                except Exception:  # never fail a batch because of one document
-                    logger.exception("GeoIP enrichment of one document failed; document left as is")
+            value: Any = doc.get(first)
+            if value is None:
+                continue
+            try:
+                for part in rest:
+                    value = value.get(part) if isinstance(value, dict) else None
+                if not isinstance(value, str) or not value:
+                    continue
+                non_public, geo, as_ = lookup(value)
+                if non_public:
+                    add_tag(doc, NON_PUBLIC_TAG)
+                    continue
+                if geo is None and as_ is None:
+                    continue
+                parent = _target(doc, target_parts)
+                if parent is None:
+                    continue
+                if geo is not None:
+                    geo = geo.copy()  # each document its own copy (only `location` is nested)
+                    location = geo.get("location")
+                    if location is not None:
+                        geo["location"] = location.copy()
+                    parent["geo"] = geo
+                if as_ is not None:
+                    as_ = as_.copy()  # (only `organization` is nested)
+                    organization = as_.get("organization")
+                    if organization is not None:
+                        as_["organization"] = organization.copy()
+                    parent["as"] = as_
+            except Exception:  # never fail a batch because of one document
+                logger.exception("GeoIP enrichment of one document failed; document left as is")
 
     def _lookup_uncached(self, value: str) -> _Answer:
         try:
@@ -339,10 +345,10 @@ class GeoIpEnricher(Enricher):
             logger.warning("GeoIP lookup failed (logged once): %r", exc)
 
 
-def _target(doc: dict[str, Any], path: str) -> dict[str, Any] | None:
-    """The object at dotted ``path``, created if absent; None if a non-object is in the way."""
+def _target(doc: dict[str, Any], path: list[str]) -> dict[str, Any] | None:
+    """The object at ``path`` (a dotted path's parts), created if absent; None if a non-object is in the way."""
     cur = doc
-    for part in path.split("."):
+    for part in path:
         nxt = cur.get(part)
         if nxt is None:
             nxt = cur[part] = {}

@@ -99,6 +99,7 @@ _KV_RE = re.compile(
     r"""|\S++"""
 )
 _JUNK = ("", "")
+_QUOTES = "\"'"
 # EXECVE arguments keep empty values ("").
 _EXECVE_KV_RE = re.compile(r"""([A-Za-z_][\w\[\]-]*)=("[^"]*"?|[^\s"]*)|\S+""")
 _EXECVE_ARG_RE = re.compile(r"a(\d+)(?:\[(\d+)\]|(_len))?")
@@ -161,41 +162,58 @@ def _read_pairs(text: str) -> tuple[dict[str, Any], bool]:
         del log[""]
         expected -= pairs.count(_JUNK)
     repeated = len(log) != expected
-    if repeated:  # slow path: the first value first, as Filebeat makes a list
-        log = {}
-        for key, value in pairs:
-            if key:
-                old = log.get(key)
-                if old is None:
-                    log[key] = value
-                elif type(old) is list:
-                    if value not in old:
-                        old.append(value)
-                elif old != value:
-                    log[key] = [old, value]
+    if repeated:
+        log = _first_values(pairs)
+    # The values replaced below keep their place in ``log``, so the order these keys are visited in
+    # (a set's) does not show in the output.
     decoded = {}
-    for key in [k for k in log if k in _HEX_KEYS]:  # in order: output independent of the hash seed
+    for key in _HEX_KEYS.intersection(log):
         value = log[key]
         if type(value) is str and value[0] != '"' and value[0] != "'":
             text_value = _unhex(value, key == "proctitle")
             if text_value is not None:
                 decoded[key] = text_value
     if '"' in text or "'" in text:
-        unknown = []
-        for key, value in log.items():
-            if type(value) is list:
-                log[key] = [_unquote(v) for v in value]
-            elif value[0] == '"' or value[0] == "'":
-                value = log[key] = _unquote(value)
-                if value == "?":  # libaudit's acct="?" (an unknown user), exe="?": nothing known
-                    unknown.append(key)
-        for key in unknown:
-            del log[key]
+        if repeated or '"?"' in text or "'?'" in text:
+            _unquote_values(log)
+        else:  # the usual case: every quoted value is whole ("..." or '...'), none is "?"
+            log = {k: v[1:-1] if v[0] in _QUOTES else v for k, v in log.items()}
     if decoded:  # after unquoting: a decoded value may begin with a quote of its own
         log.update(decoded)
-    for key in [k for k in log if k in _KEY_ALIASES]:  # in order: output independent of the hash seed
-        log[_KEY_ALIASES[key]] = log.pop(key)
+    if "-auid=" in text or "-ses=" in text:  # only then can a key of _KEY_ALIASES be there
+        for key in [k for k in log if k in _KEY_ALIASES]:  # in order: output independent of the hash seed
+            log[_KEY_ALIASES[key]] = log.pop(key)
     return log, repeated
+
+
+def _first_values(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """``auditd.log`` of pairs with a repeated key: the first value first, as Filebeat makes a list."""
+    log: dict[str, Any] = {}
+    for key, value in pairs:
+        if key:
+            old = log.get(key)
+            if old is None:
+                log[key] = value
+            elif type(old) is list:
+                if value not in old:
+                    old.append(value)
+            elif old != value:
+                log[key] = [old, value]
+    return log
+
+
+def _unquote_values(log: dict[str, Any]) -> None:
+    """Quotes off every value (also in lists); a quoted ``"?"`` is dropped."""
+    unknown = []
+    for key, value in log.items():
+        if type(value) is list:
+            log[key] = [_unquote(v) for v in value]
+        elif value[0] == '"' or value[0] == "'":
+            value = log[key] = _unquote(value)
+            if value == "?":  # libaudit's acct="?" (an unknown user), exe="?": nothing known
+                unknown.append(key)
+    for key in unknown:
+        del log[key]
 
 
 def _user_tail(rest: str) -> tuple[str, tuple[str, str, str, str | None], str] | None:
@@ -381,22 +399,34 @@ def _parse_into(doc: dict[str, Any], text: str, table: RecordTable) -> None:
         if avc is not None:
             log["seresult"] = avc.group(1)
             log["seperms"] = avc.group(2).split()
-    for key in [k for k in log if k in _INT_KEYS]:  # in the record's order: output independent of the hash seed
+    _numbers(log)
+    head.update(log)
+    doc["auditd"] = {"log": head}
+
+
+def _numbers(log: dict[str, Any]) -> None:
+    """The integer fields as ints, and ``<key>_unset`` for an unset id (in the record's order)."""
+    unset = []
+    for key in _INT_KEYS.intersection(log):  # a value replaced keeps its place: the set's order does not show
         value = log[key]
         if type(value) is str:
             if value.isdigit():
                 log[key] = int(value)
                 if value == "4294967295" and key in _ID_KEYS:
-                    log[key + "_unset"] = True
+                    unset.append(key)
             elif value == "-1" and key in _ID_KEYS:
                 log[key] = -1
-                log[key + "_unset"] = True
+                unset.append(key)
         else:  # a list of a repeated key
             if key in _ID_KEYS and UNSET_VALUES.intersection(value):
-                log[key + "_unset"] = True
+                unset.append(key)
             log[key] = [_number(v) for v in value]
-    head.update(log)
-    doc["auditd"] = {"log": head}
+    if unset:
+        if len(unset) > 1:
+            order = list(log)
+            unset.sort(key=order.index)  # the flags are new keys: added in the record's order
+        for key in unset:
+            log[key + "_unset"] = True
 
 
 def _number(value: Any) -> Any:
