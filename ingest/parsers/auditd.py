@@ -78,8 +78,9 @@ from ingest.parsers.base import PARSE_FAILURE_TAG, LineContext, Parser, register
 
 DATE_FAILURE_TAG = "_dateparsefailure"
 
-_HEADER_RE = re.compile(r"(?:node=(\S*) +)?type=(\S+)")
-_AUDIT_RE = re.compile(r" *(?:msg=)?audit\((\d+)(?:\.(\d+))?:(\d+)\):?")
+# The header and its msg=audit(EPOCH:SEQ) in one match (the audit part is optional: a record without
+# it is read too). The type is possessive, so the audit part never starts inside it.
+_HEADER_RE = re.compile(r"(?:node=(\S*) +)?type=(\S++)(?: *(?:msg=)?audit\((\d+(?:\.\d+)?):(\d+)\):?)?")
 #: how far into a line the kernel's ``audit: type=`` may start (after a kernel log line's prefix)
 _KERNEL_PREFIX_MAX = 200
 
@@ -132,8 +133,11 @@ def _second(sec: str) -> str:
     return format_timestamp(datetime.fromtimestamp(int(sec), UTC))[:-8]
 
 
-def _timestamp(sec: str, frac: str | None) -> str:
-    return f"{_second(sec)}.{(frac or '')[:6].ljust(6, '0')}Z"
+@lru_cache(maxsize=4096)
+def _timestamp(epoch: str) -> str:
+    """``@timestamp`` of an ``EPOCH[.FRACTION]`` (the records of one event share it)."""
+    sec, _, frac = epoch.partition(".")
+    return f"{_second(sec)}.{frac[:6].ljust(6, '0')}Z"
 
 
 def _unhex(value: str, always: bool) -> str | None:
@@ -336,19 +340,16 @@ def _parse_into(doc: dict[str, Any], text: str, table: RecordTable) -> None:
         if log:
             doc["auditd"] = {"log": log}
         return
-    node, written = header.group(1, 2)
+    node, written, epoch, seq = header.groups()
     rtype, spec = table.lookup(written)
     event = doc["event"]
     event["action"] = spec.action if spec is not None else rtype.lower()
     rest = text[header.end() :]
-    audit = _AUDIT_RE.match(rest)
     head: dict[str, Any] = {"record_type": rtype}
-    if audit is not None:
-        sec, frac, seq = audit.groups()
+    if seq is not None:
         head["sequence"] = int(seq)
-        rest = rest[audit.end() :]
         try:
-            doc["@timestamp"] = _timestamp(sec, frac)
+            doc["@timestamp"] = _timestamp(epoch)
         except (OverflowError, ValueError, OSError):
             add_tag(doc, DATE_FAILURE_TAG)
     elif rest.lstrip().startswith(("msg=audit(", "audit(")):
