@@ -358,7 +358,7 @@ def _parse_into(doc: dict[str, Any], text: str, table: RecordTable) -> None:
         head["node"] = node
 
     args: list[str] | None = None
-    repeated = False
+    repeated = lists = False  # a key came twice in the record / in its enriched fields
     if rtype == "EXECVE":
         log, args = _read_execve(rest)
     else:
@@ -373,7 +373,8 @@ def _parse_into(doc: dict[str, Any], text: str, table: RecordTable) -> None:
             for key in _ENRICHED_ECS_KEYS.intersection(log):
                 del log[key]  # inside the message, not auditd's: a program's unescaped text
             if enriched:
-                log.update(_read_pairs(enriched)[0])
+                extra, lists = _read_pairs(enriched)
+                log.update(extra)
             if host not in _NOTHING:
                 log["hostname"] = host[1:-1] if len(host) > 1 and host[0] == '"' == host[-1] else host
             if addr not in _NOTHING:
@@ -400,17 +401,18 @@ def _parse_into(doc: dict[str, Any], text: str, table: RecordTable) -> None:
         if avc is not None:
             log["seresult"] = avc.group(1)
             log["seperms"] = avc.group(2).split()
-    _numbers(log)
+    _numbers(log, repeated or lists)
     head.update(log)
     doc["auditd"] = {"log": head}
 
 
-def _numbers(log: dict[str, Any]) -> None:
+def _numbers(log: dict[str, Any], repeated: bool) -> None:
     """The integer fields as ints, and ``<key>_unset`` for an unset id (in the record's order)."""
     unset = []
-    for key in _INT_KEYS.intersection(log):  # a value replaced keeps its place: the set's order does not show
-        value = log[key]
-        if type(value) is str:
+    # A value replaced keeps its place in ``log``: the order of the set does not show.
+    if not repeated:  # every value is a str
+        for key in _INT_KEYS.intersection(log):
+            value = log[key]
             if value.isdigit():
                 log[key] = int(value)
                 if value == "4294967295" and key in _ID_KEYS:
@@ -418,10 +420,21 @@ def _numbers(log: dict[str, Any]) -> None:
             elif value == "-1" and key in _ID_KEYS:
                 log[key] = -1
                 unset.append(key)
-        else:  # a list of a repeated key
-            if key in _ID_KEYS and UNSET_VALUES.intersection(value):
-                unset.append(key)
-            log[key] = [_number(v) for v in value]
+    else:
+        for key in _INT_KEYS.intersection(log):
+            value = log[key]
+            if type(value) is str:
+                if value.isdigit():
+                    log[key] = int(value)
+                    if value == "4294967295" and key in _ID_KEYS:
+                        unset.append(key)
+                elif value == "-1" and key in _ID_KEYS:
+                    log[key] = -1
+                    unset.append(key)
+            else:  # a list of a repeated key
+                if key in _ID_KEYS and UNSET_VALUES.intersection(value):
+                    unset.append(key)
+                log[key] = [_number(v) for v in value]
     if unset:
         if len(unset) > 1:
             order = list(log)
