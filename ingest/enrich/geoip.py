@@ -93,6 +93,7 @@ class _AsnReader(Protocol):
 # What the cache holds per IP string: (non_public, geo, as). geo / as are None when unknown.
 _Answer = tuple[bool, dict[str, Any] | None, dict[str, Any] | None]
 _SKIP: _Answer = (False, None, None)
+_NOT_CACHED: Any = object()
 
 
 def _geo_fields(resp: Any) -> dict[str, Any] | None:
@@ -166,7 +167,7 @@ def _as_from_record(record: dict[str, Any]) -> dict[str, Any] | None:
     return out
 
 
-def _records(reader: Any) -> Callable[[str], Any] | None:
+def _records(reader: Any, method: str = "get") -> Callable[[str], Any] | None:
     """The raw-record lookup (maxminddb's ``get``) behind a ``geoip2`` database reader, or None.
 
     ``geoip2`` builds a full model object tree per answer; the raw record is the same data as a
@@ -175,7 +176,7 @@ def _records(reader: Any) -> Callable[[str], Any] | None:
     (tests' stand-ins) are asked through ``city()`` / ``asn()``.
     """
     if isinstance(reader, geoip2.database.Reader):
-        get = getattr(getattr(reader, "_db_reader", None), "get", None)
+        get = getattr(getattr(reader, "_db_reader", None), method, None)
         if callable(get):
             return get  # type: ignore[no-any-return]
     return None
@@ -228,6 +229,10 @@ class GeoIpEnricher(Enricher):
         self._asn = asn_reader
         self._city_records = _records(city_reader)
         self._asn_records = _records(asn_reader)
+        # City answers of IPv4 networks already looked up: {prefix length: {network: geo}}.
+        self._city_with_prefix = _records(city_reader, "get_with_prefix_len") if cache_size > 0 else None
+        self._city_networks: dict[int, dict[int, dict[str, Any] | None]] = {}
+        self._network_cache_size = cache_size
         self._fields = [(src.split("."), dst.split(".")) for src, dst in (fields or [("source.ip", "source")])]
         self._lookup_error_logged = False
         lookup = self._lookup_uncached
@@ -261,6 +266,7 @@ class GeoIpEnricher(Enricher):
             close = getattr(reader, "close", None)
             if close is not None:
                 close()
+        self._city_networks.clear()
         cache_clear = getattr(self._lookup, "cache_clear", None)
         if cache_clear is not None:
             cache_clear()
@@ -321,7 +327,9 @@ class GeoIpEnricher(Enricher):
         text = str(ip)
         geo = as_ = None
         try:
-            if self._city_records is not None:
+            if self._city_with_prefix is not None and ip.version == 4:
+                geo = self._city_geo_v4(int(ip), text)
+            elif self._city_records is not None:
                 record = self._city_records(text)
                 geo = _geo_from_record(record) if record else None
             elif self._city is not None:
@@ -337,6 +345,29 @@ class GeoIpEnricher(Enricher):
         except Exception as exc:
             self._lookup_failed(exc)
         return (False, geo, as_)
+
+    def _city_geo_v4(self, number: int, text: str) -> dict[str, Any] | None:
+        """The City answer for an IPv4 address, shared by every address of its database network.
+
+        The database is a tree whose leaves are networks: every address of the network a lookup
+        answers for (its prefix length) has that same record. Decoding the record (names in every
+        language) is most of a lookup's cost, and the addresses of a brute-force campaign or of
+        one provider's users come from few networks: the second address of a network costs a
+        dict lookup per prefix length seen. Bounded like the address cache (emptied when full).
+        """
+        for prefix_len, networks in self._city_networks.items():
+            geo = networks.get(number >> (32 - prefix_len), _NOT_CACHED)
+            if geo is not _NOT_CACHED:
+                return geo
+        assert self._city_with_prefix is not None
+        record, prefix_len = self._city_with_prefix(text)
+        geo = _geo_from_record(record) if record else None
+        if not 0 <= prefix_len <= 32:
+            return geo
+        if sum(len(n) for n in self._city_networks.values()) >= self._network_cache_size:
+            self._city_networks.clear()
+        self._city_networks.setdefault(prefix_len, {})[number >> (32 - prefix_len)] = geo
+        return geo
 
     def _lookup_failed(self, exc: Exception) -> None:
         """Not found is normal; anything else (a corrupt database) is logged once, not per address."""

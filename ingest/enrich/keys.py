@@ -366,6 +366,8 @@ class KeyOwnerEnricher(Enricher):
             try:
                 for part in rest:
                     value = value.get(part) if isinstance(value, dict) else None
+                    if value is None:  # (``system.auth`` without ``ssh``: the usual case)
+                        break
                 if not isinstance(value, str) or not value.strip():
                     continue
                 parent: Any = doc
