@@ -28,7 +28,9 @@ Only values the database has are written (no ``None``s). Rules:
   ``null`` turns that database off without a warning.
 
 Lookups are cached in an LRU (``cache_size`` entries, keyed by the IP string as it appears in the
-document) holding the finished sub-objects; each document gets its own copy.
+document) holding the finished sub-objects; each document gets its own copy. Behind it, the City
+answers of IPv4 database networks are kept too (as many networks as ``cache_size``): a new address
+in a network already looked up is not decoded again (the record is the network's).
 """
 
 from __future__ import annotations
