@@ -44,7 +44,8 @@ What a document holds
   EXECVE arguments...). An unquoted value of an even number of hex digits is decoded in the string
   fields auditd encodes (``_HEX_KEYS`` of :mod:`ingest.parsers.auditd_pairs`) when the decoded
   bytes hold such a byte (so ``old=64`` of CONFIG_CHANGE and ``name=6162`` stay as they are:
-  auditd would have quoted them); EXECVE arguments and ``proctitle`` are always decoded. Bytes that are not UTF-8 are kept as ``\\xNN``.
+  auditd would have quoted them); EXECVE arguments and ``proctitle`` are always decoded. Bytes
+  that are not UTF-8 are kept as ``\\xNN``.
 - **EXECVE**: the arguments (``aN``, chunks ``aN[i]`` joined) go to ``process.args`` /
   ``process.args_count`` / ``process.command_line`` only, never one field each (a record with
   thousands of arguments would pass the index's field limit): ``auditd.log`` keeps ``argc``. A
