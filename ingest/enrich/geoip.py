@@ -28,7 +28,9 @@ Only values the database has are written (no ``None``s). Rules:
   ``null`` turns that database off without a warning.
 
 Lookups are cached in an LRU (``cache_size`` entries, keyed by the IP string as it appears in the
-document) holding the finished sub-objects; each document gets its own copy.
+document) holding the finished sub-objects; each document gets its own copy. Behind it, the City
+answers of IPv4 database networks are kept too (as many networks as ``cache_size``): a new address
+in a network already looked up is not decoded again (the record is the network's).
 """
 
 from __future__ import annotations
@@ -93,16 +95,7 @@ class _AsnReader(Protocol):
 # What the cache holds per IP string: (non_public, geo, as). geo / as are None when unknown.
 _Answer = tuple[bool, dict[str, Any] | None, dict[str, Any] | None]
 _SKIP: _Answer = (False, None, None)
-
-
-def _copy(obj: dict[str, Any], inner: str) -> dict[str, Any]:
-    """Copy of a finished sub-object whose only nested object is ``inner`` (geo: ``location``,
-    as: ``organization``). Cheaper than ``copy.deepcopy`` by an order of magnitude."""
-    out = obj.copy()
-    nested = out.get(inner)
-    if nested is not None:
-        out[inner] = nested.copy()
-    return out
+_NOT_CACHED: Any = object()
 
 
 def _geo_fields(resp: Any) -> dict[str, Any] | None:
@@ -176,7 +169,7 @@ def _as_from_record(record: dict[str, Any]) -> dict[str, Any] | None:
     return out
 
 
-def _records(reader: Any) -> Callable[[str], Any] | None:
+def _records(reader: Any, method: str = "get") -> Callable[[str], Any] | None:
     """The raw-record lookup (maxminddb's ``get``) behind a ``geoip2`` database reader, or None.
 
     ``geoip2`` builds a full model object tree per answer; the raw record is the same data as a
@@ -185,7 +178,7 @@ def _records(reader: Any) -> Callable[[str], Any] | None:
     (tests' stand-ins) are asked through ``city()`` / ``asn()``.
     """
     if isinstance(reader, geoip2.database.Reader):
-        get = getattr(getattr(reader, "_db_reader", None), "get", None)
+        get = getattr(getattr(reader, "_db_reader", None), method, None)
         if callable(get):
             return get  # type: ignore[no-any-return]
     return None
@@ -238,7 +231,11 @@ class GeoIpEnricher(Enricher):
         self._asn = asn_reader
         self._city_records = _records(city_reader)
         self._asn_records = _records(asn_reader)
-        self._fields = [(src.split("."), dst) for src, dst in (fields or [("source.ip", "source")])]
+        # City answers of IPv4 networks already looked up: {prefix length: {network: geo}}.
+        self._city_with_prefix = _records(city_reader, "get_with_prefix_len") if cache_size > 0 else None
+        self._city_networks: dict[int, dict[int, dict[str, Any] | None]] = {}
+        self._network_cache_size = cache_size
+        self._fields = [(src.split("."), dst.split(".")) for src, dst in (fields or [("source.ip", "source")])]
         self._lookup_error_logged = False
         lookup = self._lookup_uncached
         self._lookup = functools.lru_cache(maxsize=cache_size)(lookup) if cache_size > 0 else lookup
@@ -271,6 +268,7 @@ class GeoIpEnricher(Enricher):
             close = getattr(reader, "close", None)
             if close is not None:
                 close()
+        self._city_networks.clear()
         cache_clear = getattr(self._lookup, "cache_clear", None)
         if cache_clear is not None:
             cache_clear()
@@ -278,30 +276,46 @@ class GeoIpEnricher(Enricher):
     def enrich_batch(self, docs: list[dict[str, Any]]) -> None:
         if not self.enabled:
             return
+        for src_parts, target_parts in self._fields:  # per document, the fields still go in order
+            self._enrich_field(docs, src_parts, target_parts)
+
+    def _enrich_field(self, docs: list[dict[str, Any]], src_parts: list[str], target_parts: list[str]) -> None:
+        """One configured field of every document. Most documents have no address at all (a
+        command, a SYSCALL record), so the first part of the path is tried before anything else."""
         lookup = self._lookup
+        first, rest = src_parts[0], src_parts[1:]
         for doc in docs:
-            for src_parts, target in self._fields:
-                try:
-                    value: Any = doc
-                    for part in src_parts:
-                        value = value.get(part) if isinstance(value, dict) else None
-                    if not isinstance(value, str) or not value:
-                        continue
-                    non_public, geo, as_ = lookup(value)
-                    if non_public:
-                        add_tag(doc, NON_PUBLIC_TAG)
-                        continue
-                    if geo is None and as_ is None:
-                        continue
-                    parent = _target(doc, target)
-                    if parent is None:
-                        continue
-                    if geo is not None:
-                        parent["geo"] = _copy(geo, "location")
-                    if as_ is not None:
-                        parent["as"] = _copy(as_, "organization")
-                except Exception:  # never fail a batch because of one document
-                    logger.exception("GeoIP enrichment of one document failed; document left as is")
+            value: Any = doc.get(first)
+            if value is None:
+                continue
+            try:
+                for part in rest:
+                    value = value.get(part) if isinstance(value, dict) else None
+                if not isinstance(value, str) or not value:
+                    continue
+                non_public, geo, as_ = lookup(value)
+                if non_public:
+                    add_tag(doc, NON_PUBLIC_TAG)
+                    continue
+                if geo is None and as_ is None:
+                    continue
+                parent = _target(doc, target_parts)
+                if parent is None:
+                    continue
+                if geo is not None:
+                    geo = geo.copy()  # each document its own copy (only `location` is nested)
+                    location = geo.get("location")
+                    if location is not None:
+                        geo["location"] = location.copy()
+                    parent["geo"] = geo
+                if as_ is not None:
+                    as_ = as_.copy()  # (only `organization` is nested)
+                    organization = as_.get("organization")
+                    if organization is not None:
+                        as_["organization"] = organization.copy()
+                    parent["as"] = as_
+            except Exception:  # never fail a batch because of one document
+                logger.exception("GeoIP enrichment of one document failed; document left as is")
 
     def _lookup_uncached(self, value: str) -> _Answer:
         try:
@@ -315,7 +329,9 @@ class GeoIpEnricher(Enricher):
         text = str(ip)
         geo = as_ = None
         try:
-            if self._city_records is not None:
+            if self._city_with_prefix is not None and ip.version == 4:
+                geo = self._city_geo_v4(int(ip), text)
+            elif self._city_records is not None:
                 record = self._city_records(text)
                 geo = _geo_from_record(record) if record else None
             elif self._city is not None:
@@ -332,6 +348,29 @@ class GeoIpEnricher(Enricher):
             self._lookup_failed(exc)
         return (False, geo, as_)
 
+    def _city_geo_v4(self, number: int, text: str) -> dict[str, Any] | None:
+        """The City answer for an IPv4 address, shared by every address of its database network.
+
+        The database is a tree whose leaves are networks: every address of the network a lookup
+        answers for (its prefix length) has that same record. Decoding the record (names in every
+        language) is most of a lookup's cost, and the addresses of a brute-force campaign or of
+        one provider's users come from few networks: the second address of a network costs a
+        dict lookup per prefix length seen. Bounded like the address cache (emptied when full).
+        """
+        for prefix_len, networks in self._city_networks.items():
+            geo = networks.get(number >> (32 - prefix_len), _NOT_CACHED)
+            if geo is not _NOT_CACHED:
+                return geo
+        assert self._city_with_prefix is not None
+        record, prefix_len = self._city_with_prefix(text)
+        geo = _geo_from_record(record) if record else None
+        if not 0 <= prefix_len <= 32:
+            return geo
+        if sum(len(n) for n in self._city_networks.values()) >= self._network_cache_size:
+            self._city_networks.clear()
+        self._city_networks.setdefault(prefix_len, {})[number >> (32 - prefix_len)] = geo
+        return geo
+
     def _lookup_failed(self, exc: Exception) -> None:
         """Not found is normal; anything else (a corrupt database) is logged once, not per address."""
         if not isinstance(exc, AddressNotFoundError) and not self._lookup_error_logged:
@@ -339,10 +378,10 @@ class GeoIpEnricher(Enricher):
             logger.warning("GeoIP lookup failed (logged once): %r", exc)
 
 
-def _target(doc: dict[str, Any], path: str) -> dict[str, Any] | None:
-    """The object at dotted ``path``, created if absent; None if a non-object is in the way."""
+def _target(doc: dict[str, Any], path: list[str]) -> dict[str, Any] | None:
+    """The object at ``path`` (a dotted path's parts), created if absent; None if a non-object is in the way."""
     cur = doc
-    for part in path.split("."):
+    for part in path:
         nxt = cur.get(part)
         if nxt is None:
             nxt = cur[part] = {}

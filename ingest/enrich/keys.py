@@ -358,11 +358,16 @@ class KeyOwnerEnricher(Enricher):
         if now - self._last_check >= self._interval:
             self._last_check = now
             self._refresh(force=False)
+        first, rest = self._fp_path[0], self._fp_path[1:]
         for doc in docs:
+            value: Any = doc.get(first)
+            if value is None:  # most documents (no ``system`` object at all): nothing to walk
+                continue
             try:
-                value: Any = doc
-                for part in self._fp_path:
+                for part in rest:
                     value = value.get(part) if isinstance(value, dict) else None
+                    if value is None:  # (``system.auth`` without ``ssh``: the usual case)
+                        break
                 if not isinstance(value, str) or not value.strip():
                     continue
                 parent: Any = doc

@@ -42,9 +42,10 @@ What a document holds
 - Hex: auditd hex-encodes a string value that holds a space, a double quote or a control or
   non-ASCII byte and then writes it unquoted (``acct``, ``comm``, ``exe``, ``cwd``, ``name``,
   EXECVE arguments...). An unquoted value of an even number of hex digits is decoded in the string
-  fields auditd encodes (``_HEX_KEYS``) when the decoded bytes hold such a byte (so ``old=64`` of
-  CONFIG_CHANGE and ``name=6162`` stay as they are: auditd would have quoted them); EXECVE
-  arguments and ``proctitle`` are always decoded. Bytes that are not UTF-8 are kept as ``\\xNN``.
+  fields auditd encodes (``_HEX_KEYS`` of :mod:`ingest.parsers.auditd_pairs`) when the decoded
+  bytes hold such a byte (so ``old=64`` of CONFIG_CHANGE and ``name=6162`` stay as they are:
+  auditd would have quoted them); EXECVE arguments and ``proctitle`` are always decoded. Bytes
+  that are not UTF-8 are kept as ``\\xNN``.
 - **EXECVE**: the arguments (``aN``, chunks ``aN[i]`` joined) go to ``process.args`` /
   ``process.args_count`` / ``process.command_line`` only, never one field each (a record with
   thousands of arguments would pass the index's field limit): ``auditd.log`` keeps ``argc``. A
@@ -73,56 +74,34 @@ from typing import Any
 
 from ingest.document import add_tag, format_timestamp
 from ingest.parsers.auditd_ecs import UNSET_VALUES, add_ecs
+from ingest.parsers.auditd_pairs import read_pairs as _read_pairs
+from ingest.parsers.auditd_pairs import unhex as _unhex
+from ingest.parsers.auditd_pairs import unquote as _unquote
 from ingest.parsers.auditd_types import RecordTable, record_table
 from ingest.parsers.base import PARSE_FAILURE_TAG, LineContext, Parser, register
 
 DATE_FAILURE_TAG = "_dateparsefailure"
 
-_HEADER_RE = re.compile(r"(?:node=(\S*) +)?type=(\S+)")
-_AUDIT_RE = re.compile(r" *(?:msg=)?audit\((\d+)(?:\.(\d+))?:(\d+)\):?")
+# The header and its msg=audit(EPOCH:SEQ) in one match (the audit part is optional: a record without
+# it is read too). The type is possessive, so the audit part never starts inside it.
+_HEADER_RE = re.compile(r"(?:node=(\S*) +)?type=(\S++)(?: *(?:msg=)?audit\((\d+(?:\.\d+)?):(\d+)\):?)?")
 #: how far into a line the kernel's ``audit: type=`` may start (after a kernel log line's prefix)
 _KERNEL_PREFIX_MAX = 200
 
-# One scan finds every key=value. Each match consumes a whole token, so the scan never restarts in
-# the middle of a word, and possessive quantifiers never backtrack (linear on any input). A value is
-#   "..."          a quoted value;
-#   '...'          a quoted value without key=value inside;
-#   word word...   an unquoted value, running on over the following words without "=".
-# "?", "(null)" and empty values never match (Filebeat drops them). The other alternatives capture
-# nothing (key ""): "key='" opening a msg='...' that holds key=value pairs (so the pairs inside are
-# found by the same scan), and any other token (free text, "hostname=?", the closing quote of msg).
-_KV_RE = re.compile(
-    r"""([A-Za-z_][\w\[\]-]*+)="""
-    r"""(?!(?:\?|\(null\))(?:\s|'|$))"""
-    r"""("[^"]++"|'(?![^']*=)[^']++'|[^\s"']++(?:\s++[^\s"'=]++(?=[\s']|$))*+)"""
-    r"""|[A-Za-z_][\w\[\]-]*+='"""
-    r"""|\S++"""
-)
-_JUNK = ("", "")
 # EXECVE arguments keep empty values ("").
 _EXECVE_KV_RE = re.compile(r"""([A-Za-z_][\w\[\]-]*)=("[^"]*"?|[^\s"]*)|\S+""")
 _EXECVE_ARG_RE = re.compile(r"a(\d+)(?:\[(\d+)\]|(_len))?")
 _LOGIN_OLD_NEW_RE = re.compile(r"(?<!\S)(old|new) (auid|ses)=")
 _AVC_RE = re.compile(r"avc:\s+(\w+)\s+\{\s*([^}]*?)\s*\}")
-_HEX_RE = re.compile(r"(?:[0-9A-Fa-f]{2})+")
 
-_KEY_ALIASES = {"old-auid": "old_auid", "new-auid": "new_auid", "old-ses": "old_ses", "new-ses": "new_ses"}
 _ID_KEYS = frozenset(
     "auid ses uid gid euid suid fsuid egid sgid fsgid ouid ogid id old_auid new_auid old_ses new_ses".split()
 )
 _INT_KEYS = _ID_KEYS | frozenset("pid ppid items item argc sig".split())
-_HEX_KEYS = frozenset(
-    "proctitle exe cmd acct comm cwd name path data old new file watch dir vm ocomm grp new_group "
-    "invalid_context sw root_dir device cgroup old-chardev new-chardev old-disk new-disk old-fs "
-    "new-fs old-net new-net old-rng new-rng apparmor operation profile label info denied_mask "
-    "requested_mask target peer peer_label".split()
-)
 #: values that say nothing (Filebeat drops them)
 _NOTHING = frozenset({"?", "", "(null)"})
 #: the ENRICHED fields that make ECS fields: honoured in a user-space record only after its "\x1d"
 _ENRICHED_ECS_KEYS = frozenset({"UID", "AUID", "EUID", "GID"})
-# Bytes auditd writes as they are; a value with any other byte is hex-encoded.
-_PLAIN_BYTES = bytes(b for b in range(0x21, 0x7F) if b != 0x22)
 
 
 @lru_cache(maxsize=1024)
@@ -131,71 +110,11 @@ def _second(sec: str) -> str:
     return format_timestamp(datetime.fromtimestamp(int(sec), UTC))[:-8]
 
 
-def _timestamp(sec: str, frac: str | None) -> str:
-    return f"{_second(sec)}.{(frac or '')[:6].ljust(6, '0')}Z"
-
-
-def _unhex(value: str, always: bool) -> str | None:
-    """Text of an auditd hex-encoded value, or None if ``value`` is not one."""
-    if not _HEX_RE.fullmatch(value):
-        return None
-    data = bytes.fromhex(value)
-    if not always and not data.translate(None, _PLAIN_BYTES):
-        return None  # nothing auditd would have encoded: a plain value that looks like hex
-    return data.decode("utf-8", "backslashreplace")
-
-
-def _unquote(value: str) -> str:
-    first = value[0]
-    if first == '"' or first == "'":
-        return value[1:-1] if len(value) > 1 and value[-1] == first else value[1:]
-    return value
-
-
-def _read_pairs(text: str) -> tuple[dict[str, Any], bool]:
-    """``auditd.log`` from the ``key=value`` pairs of ``text``; True if a key came twice."""
-    pairs = _KV_RE.findall(text)
-    log: dict[str, Any] = dict(pairs)
-    expected = len(pairs)
-    if "" in log:
-        del log[""]
-        expected -= pairs.count(_JUNK)
-    repeated = len(log) != expected
-    if repeated:  # slow path: the first value first, as Filebeat makes a list
-        log = {}
-        for key, value in pairs:
-            if key:
-                old = log.get(key)
-                if old is None:
-                    log[key] = value
-                elif type(old) is list:
-                    if value not in old:
-                        old.append(value)
-                elif old != value:
-                    log[key] = [old, value]
-    decoded = {}
-    for key in [k for k in log if k in _HEX_KEYS]:  # in order: output independent of the hash seed
-        value = log[key]
-        if type(value) is str and value[0] != '"' and value[0] != "'":
-            text_value = _unhex(value, key == "proctitle")
-            if text_value is not None:
-                decoded[key] = text_value
-    if '"' in text or "'" in text:
-        unknown = []
-        for key, value in log.items():
-            if type(value) is list:
-                log[key] = [_unquote(v) for v in value]
-            elif value[0] == '"' or value[0] == "'":
-                value = log[key] = _unquote(value)
-                if value == "?":  # libaudit's acct="?" (an unknown user), exe="?": nothing known
-                    unknown.append(key)
-        for key in unknown:
-            del log[key]
-    if decoded:  # after unquoting: a decoded value may begin with a quote of its own
-        log.update(decoded)
-    for key in [k for k in log if k in _KEY_ALIASES]:  # in order: output independent of the hash seed
-        log[_KEY_ALIASES[key]] = log.pop(key)
-    return log, repeated
+@lru_cache(maxsize=4096)
+def _timestamp(epoch: str) -> str:
+    """``@timestamp`` of an ``EPOCH[.FRACTION]`` (the records of one event share it)."""
+    sec, _, frac = epoch.partition(".")
+    return f"{_second(sec)}.{frac[:6].ljust(6, '0')}Z"
 
 
 def _user_tail(rest: str) -> tuple[str, tuple[str, str, str, str | None], str] | None:
@@ -318,19 +237,16 @@ def _parse_into(doc: dict[str, Any], text: str, table: RecordTable) -> None:
         if log:
             doc["auditd"] = {"log": log}
         return
-    node, written = header.group(1, 2)
+    node, written, epoch, seq = header.groups()
     rtype, spec = table.lookup(written)
     event = doc["event"]
     event["action"] = spec.action if spec is not None else rtype.lower()
     rest = text[header.end() :]
-    audit = _AUDIT_RE.match(rest)
     head: dict[str, Any] = {"record_type": rtype}
-    if audit is not None:
-        sec, frac, seq = audit.groups()
+    if seq is not None:
         head["sequence"] = int(seq)
-        rest = rest[audit.end() :]
         try:
-            doc["@timestamp"] = _timestamp(sec, frac)
+            doc["@timestamp"] = _timestamp(epoch)
         except (OverflowError, ValueError, OSError):
             add_tag(doc, DATE_FAILURE_TAG)
     elif rest.lstrip().startswith(("msg=audit(", "audit(")):
@@ -339,7 +255,7 @@ def _parse_into(doc: dict[str, Any], text: str, table: RecordTable) -> None:
         head["node"] = node
 
     args: list[str] | None = None
-    repeated = False
+    repeated = lists = False  # a key came twice in the record / in its enriched fields
     if rtype == "EXECVE":
         log, args = _read_execve(rest)
     else:
@@ -354,7 +270,8 @@ def _parse_into(doc: dict[str, Any], text: str, table: RecordTable) -> None:
             for key in _ENRICHED_ECS_KEYS.intersection(log):
                 del log[key]  # inside the message, not auditd's: a program's unescaped text
             if enriched:
-                log.update(_read_pairs(enriched)[0])
+                extra, lists = _read_pairs(enriched)
+                log.update(extra)
             if host not in _NOTHING:
                 log["hostname"] = host[1:-1] if len(host) > 1 and host[0] == '"' == host[-1] else host
             if addr not in _NOTHING:
@@ -381,22 +298,46 @@ def _parse_into(doc: dict[str, Any], text: str, table: RecordTable) -> None:
         if avc is not None:
             log["seresult"] = avc.group(1)
             log["seperms"] = avc.group(2).split()
-    for key in [k for k in log if k in _INT_KEYS]:  # in the record's order: output independent of the hash seed
-        value = log[key]
-        if type(value) is str:
+    _numbers(log, repeated or lists)
+    head.update(log)
+    doc["auditd"] = {"log": head}
+
+
+def _numbers(log: dict[str, Any], repeated: bool) -> None:
+    """The integer fields as ints, and ``<key>_unset`` for an unset id (in the record's order)."""
+    unset = []
+    # A value replaced keeps its place in ``log``: the order of the set does not show.
+    if not repeated:  # every value is a str
+        for key in _INT_KEYS.intersection(log):
+            value = log[key]
             if value.isdigit():
                 log[key] = int(value)
                 if value == "4294967295" and key in _ID_KEYS:
-                    log[key + "_unset"] = True
+                    unset.append(key)
             elif value == "-1" and key in _ID_KEYS:
                 log[key] = -1
-                log[key + "_unset"] = True
-        else:  # a list of a repeated key
-            if key in _ID_KEYS and UNSET_VALUES.intersection(value):
-                log[key + "_unset"] = True
-            log[key] = [_number(v) for v in value]
-    head.update(log)
-    doc["auditd"] = {"log": head}
+                unset.append(key)
+    else:
+        for key in _INT_KEYS.intersection(log):
+            value = log[key]
+            if type(value) is str:
+                if value.isdigit():
+                    log[key] = int(value)
+                    if value == "4294967295" and key in _ID_KEYS:
+                        unset.append(key)
+                elif value == "-1" and key in _ID_KEYS:
+                    log[key] = -1
+                    unset.append(key)
+            else:  # a list of a repeated key
+                if key in _ID_KEYS and UNSET_VALUES.intersection(value):
+                    unset.append(key)
+                log[key] = [_number(v) for v in value]
+    if unset:
+        if len(unset) > 1:
+            order = list(log)
+            unset.sort(key=order.index)  # the flags are new keys: added in the record's order
+        for key in unset:
+            log[key + "_unset"] = True
 
 
 def _number(value: Any) -> Any:

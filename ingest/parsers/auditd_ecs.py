@@ -53,6 +53,12 @@ _OUTCOME = {
     "no": "failure",
     "0": "failure",
 }
+#: (uid key, gid key, user.<holder>) of the ids besides uid / gid
+_OTHER_IDS = (("euid", "egid", "effective"), ("suid", "sgid", "saved"), ("fsuid", "fsgid", "filesystem"))
+_OTHER_ID_KEYS = frozenset(key for ids in _OTHER_IDS for key in ids[:2])
+#: (enriched key, user.<holder>) of the names the enriched format adds
+_ENRICHED_NAMES = (("AUID", "audit"), ("EUID", "effective"), ("GID", "group"))
+_ENRICHED_NAME_KEYS = frozenset(key for key, _ in _ENRICHED_NAMES)
 _USER_ID_RECORDS = frozenset({"ADD_USER", "DEL_USER", "USER_MGMT"})
 _GROUP_ID_RECORDS = frozenset({"ADD_GROUP", "DEL_GROUP", "GRP_MGMT"})
 
@@ -119,20 +125,17 @@ def add_ecs(doc: dict[str, Any], log: dict[str, Any], rtype: str, args: list[str
     value = get("gid")
     if value is not None:
         user["group"] = {"id": value}
-    for uid_key, gid_key, holder in (
-        ("euid", "egid", "effective"),
-        ("suid", "sgid", "saved"),
-        ("fsuid", "fsgid", "filesystem"),
-    ):
-        uid = get(uid_key)
-        gid = get(gid_key)
-        if uid is not None or gid is not None:
-            part: dict[str, Any] = {}
-            if uid is not None:
-                part["id"] = uid
-            if gid is not None:
-                part["group"] = {"id": gid}
-            user[holder] = part
+    if not _OTHER_ID_KEYS.isdisjoint(log):  # a user-space record has none of them
+        for uid_key, gid_key, holder in _OTHER_IDS:
+            uid = get(uid_key)
+            gid = get(gid_key)
+            if uid is not None or gid is not None:
+                part: dict[str, Any] = {}
+                if uid is not None:
+                    part["id"] = uid
+                if gid is not None:
+                    part["group"] = {"id": gid}
+                user[holder] = part
     value = get("auid")
     if value is not None:
         user["audit"] = {"id": value}
@@ -143,8 +146,8 @@ def add_ecs(doc: dict[str, Any], log: dict[str, Any], rtype: str, args: list[str
     value = get("terminal")
     if value is not None:
         user["terminal"] = value
-    if "AUID" in log or "EUID" in log or "GID" in log:  # enriched format
-        for key, holder in (("AUID", "audit"), ("EUID", "effective"), ("GID", "group")):
+    if not _ENRICHED_NAME_KEYS.isdisjoint(log):  # enriched format
+        for key, holder in _ENRICHED_NAMES:
             value = get(key)
             if value is not None:
                 user.setdefault(holder, {})["name"] = value
