@@ -198,6 +198,22 @@ def parse_index_day(timestamp: object) -> str | None:
     return day
 
 
+#: prefix -> {"YYYY-MM-DDT": "<prefix>YYYY.MM.DD"}: the names of index_for's fast path, sliced once
+#: per day and prefix instead of once per document
+_NAMES: dict[str, dict[str, str]] = {}
+
+
+def _sliced_name(prefix: str, timestamp: str) -> str:
+    """``<prefix>YYYY.MM.DD`` of a ``YYYY-MM-DDT...Z`` timestamp, remembered in :data:`_NAMES`."""
+    names = _NAMES.get(prefix)
+    if names is None or len(names) > 10_000:
+        if len(_NAMES) > 100:
+            _NAMES.clear()
+        names = _NAMES[prefix] = {}
+    name = names[timestamp[:11]] = f"{prefix}{timestamp[0:4]}.{timestamp[5:7]}.{timestamp[8:10]}"
+    return name
+
+
 def index_for(timestamp: object, prefix: str = "audit-", *,
               now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> str:
     """``<prefix>YYYY.MM.DD`` for a document's ``@timestamp`` (UTC date, Logstash's semantics).
@@ -209,8 +225,14 @@ def index_for(timestamp: object, prefix: str = "audit-", *,
     Fast path: ``@timestamp`` as the pipeline writes it (``YYYY-MM-DDT...Z``, already UTC) is sliced,
     not parsed: this runs for every document.
     """
-    if isinstance(timestamp, str) and len(timestamp) >= 20 and timestamp[-1] == "Z" and timestamp[10] == "T":
-        return f"{prefix}{timestamp[0:4]}.{timestamp[5:7]}.{timestamp[8:10]}"
+    if isinstance(timestamp, str) and len(timestamp) >= 20 and timestamp[-1] == "Z":
+        names = _NAMES.get(prefix)
+        if names is not None:
+            name = names.get(timestamp[:11])  # only "YYYY-MM-DDT" keys are kept: timestamp[10] is "T"
+            if name is not None:
+                return name
+        if timestamp[10] == "T":
+            return _sliced_name(prefix, timestamp)
     day = parse_index_day(timestamp)
     if day is None:
         today = now()
