@@ -177,36 +177,52 @@ class Pipeline:
 
     @staticmethod
     def _envelope(doc: dict[str, Any], routed: Routed) -> None:
-        """Fields from the Filebeat event itself: where and when the line was read."""
+        """Fields from the Filebeat event itself: where and when the line was read.
+
+        Runs for every document: each field of ``routed`` and of the event is read once, and a
+        missing object is created only when it is needed (the fields are set in the same order,
+        so the document's keys keep their order)."""
         event = routed.event
-        if routed.host is not None:
+        host_name, path, offset = routed.host, routed.path, routed.offset
+        if host_name is not None:
             host = doc.get("host")
             if host is None:
-                doc["host"] = {"name": routed.host, "hostname": routed.host}
+                doc["host"] = {"name": host_name, "hostname": host_name}
             else:
-                host["name"] = routed.host
-                host.setdefault("hostname", routed.host)
-        if routed.offset is None and _has_number_offset(event):  # beyond a long: dropped (ingest.numbers)
-            add_tag(doc, OUT_OF_RANGE_TAG)
-        if routed.path is not None or routed.offset is not None:
-            log_ = doc.setdefault("log", {})
-            if routed.path is not None:
-                log_["file"] = {"path": routed.path}
-            if routed.offset is not None:
-                log_["offset"] = routed.offset
+                host["name"] = host_name
+                if "hostname" not in host:
+                    host["hostname"] = host_name
+        if offset is None:
+            if _has_number_offset(event):  # beyond a long: dropped (ingest.numbers)
+                add_tag(doc, OUT_OF_RANGE_TAG)
+            if path is not None:
+                log_ = doc.get("log")
+                if log_ is None:
+                    doc["log"] = {"file": {"path": path}}
+                else:
+                    log_["file"] = {"path": path}
+        else:
+            log_ = doc.get("log")
+            if log_ is None:
+                log_ = doc["log"] = {}
+            if path is not None:
+                log_["file"] = {"path": path}
+            log_["offset"] = offset
+        found = event.get("event")
         if routed.read_at is not None:
-            ts = event["@timestamp"]  # already ISO 8601 with a zone (read_at parsed it): keep it as sent
-            doc["event"]["created"] = ts
-        module = event.get("event", {}).get("module") if isinstance(event.get("event"), dict) else None
-        if isinstance(module, str):
-            doc["event"]["module"] = module
+            # already ISO 8601 with a zone (read_at parsed it): kept as sent
+            doc["event"]["created"] = event["@timestamp"]
+        if type(found) is dict:
+            module = found.get("module")
+            if type(module) is str:
+                doc["event"]["module"] = module
         fields = event.get("fields")
-        if isinstance(fields, dict) and fields:
+        if type(fields) is dict and fields:
             doc["fields"] = fields
         tags = event.get("tags")
-        if isinstance(tags, list):
+        if type(tags) is list:
             for tag in tags:
-                if isinstance(tag, str):
+                if type(tag) is str:
                     add_tag(doc, tag)
 
 

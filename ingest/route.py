@@ -14,18 +14,22 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from ingest.document import parse_timestamp
 from ingest.journald import header_line, is_journald
 from ingest.journald import kind_of as journald_kind
 from ingest.logsafe import escape
 from ingest.model import DeadLetter
 from ingest.numbers import TOO_LARGE
+
+_loads = orjson.loads
+#: copied for each document id (``Routed.document_id``); never updated itself
+_ID_HASHER = hashlib.blake2b(digest_size=16)
+_fromisoformat = datetime.fromisoformat
 
 #: the largest ``long`` (``log.offset``'s type in the index template)
 LONG_MAX = 2**63 - 1
@@ -92,10 +96,16 @@ class Routed:
         line makes a reused offset a different id); without: the raw event.
         """
         if self.offset is not None:  # the same bytes as host, path and offset encoded apart from the line
-            data = f"{self.host}\0{self.path}\0{self.offset}\0{self.message}".encode("utf-8", "surrogatepass")
+            text = f"{self.host}\0{self.path}\0{self.offset}\0{self.message}"
+            try:
+                data = text.encode()  # the same bytes as surrogatepass for text without lone surrogates
+            except UnicodeEncodeError:
+                data = text.encode("utf-8", "surrogatepass")
         else:
             data = self.raw
-        return hashlib.blake2b(data, digest_size=16).hexdigest()
+        hasher = _ID_HASHER.copy()  # cheaper than a new blake2b(digest_size=16) with its keyword
+        hasher.update(data)
+        return hasher.hexdigest()
 
 
 def _big_int(text: str) -> int:
@@ -142,6 +152,7 @@ class Router:
         self._field_path = tuple(self.config.field_route.split("."))
         self._routes = [(glob, kind) for glob, kind in self.config.path_routes]
         self._path_cache: dict[str, str | None] = {}
+        self._max_bytes = self.config.max_event_bytes
 
     def kind_for_path(self, path: str | None) -> str | None:
         if not path:
@@ -155,11 +166,14 @@ class Router:
         return found
 
     def route(self, raw: bytes) -> Routed | DeadLetter:
-        if len(raw) > self.config.max_event_bytes:
+        """The event decoded and routed, or a dead letter saying why not. Runs for every event: the
+        common Filebeat 7.x/8.x shape (``log.file.path`` a string, ``log.offset`` an int) is read
+        with a few lookups; anything else takes :meth:`_where`, which tries every shape."""
+        if len(raw) > self._max_bytes:
             return DeadLetter(raw, "decode", "too_large",
                               f"event of {len(raw)} bytes is over the limit of {self.config.max_event_bytes}")
         try:
-            event = orjson.loads(raw)
+            event = _loads(raw)
         except orjson.JSONDecodeError as e:
             event = _loads_big_numbers(raw) if "number" in e.msg else None
             if event is None:
@@ -169,31 +183,19 @@ class Router:
                     return DeadLetter(raw, "decode", "invalid_utf8", f"event is not valid UTF-8: {quote(raw)}")
                 return DeadLetter(raw, "decode", "invalid_json",
                                   f"event is not valid JSON ({e.msg}): {quote(raw.decode())}")
-        if not isinstance(event, dict):
+        if type(event) is not dict:  # both decoders make plain dicts
             return DeadLetter(raw, "decode", "not_an_object", f"event is JSON but not an object: {quote(raw.decode())}")
         message = event.get("message")
-        if not isinstance(message, str):
+        if type(message) is not str:
             code = "no_message" if message is None else "message_not_string"
             return DeadLetter(raw, "decode", code, f"event has no string `message` field: {quote(raw.decode())}")
         # Filebeat 7.x/8.x: log.file.path, log.offset, host.name; 6.x: source, offset, beat.hostname
-        path: Any = None
-        offset: Any = None
         log = event.get("log")
-        if type(log) is dict:
-            file = log.get("file")
-            if type(file) is dict:
-                path = file.get("path")
-            offset = log.get("offset")
-        if not isinstance(path, str):
-            path = event.get("source")
-            if not isinstance(path, str):
-                path = None
-        if not isinstance(offset, int):
-            offset = event.get("offset")
-            if not isinstance(offset, int):
-                offset = None
-        if offset is not None and not 0 <= offset <= LONG_MAX:  # log.offset is a long: see ingest.numbers
-            offset = None
+        if type(log) is dict and type(file := log.get("file")) is dict and type(path := file.get("path")) is str \
+                and type(offset := log.get("offset")) is int and 0 <= offset <= LONG_MAX:
+            pass  # the common shape: what _where would find
+        else:
+            path, offset = _where(event)
         kind = self._kind(event, path)
         if path is None and is_journald(event):  # Filebeat's journald input: no header in the message
             kind = kind or journald_kind(event)
@@ -202,18 +204,24 @@ class Router:
         if kind is None:
             return DeadLetter(raw, "route", "no_route",
                               f"no route for this event (path {quote(path)}, no {self.config.field_route}, no module)")
-        host_field = event.get("host")
-        host = host_field.get("name") if type(host_field) is dict else host_field
-        if not isinstance(host, str):
+        host = event.get("host")
+        if type(host) is dict:
+            host = host.get("name")
+        if type(host) is not str:
             host = _get(event, "agent", "hostname") or _get(event, "beat", "hostname")
+            if not isinstance(host, str):
+                host = None
         read_at = None
         ts = event.get("@timestamp")
-        if isinstance(ts, str):
-            try:
-                read_at = parse_timestamp(ts)
+        if type(ts) is str:
+            try:  # parse_timestamp, inline: this runs for every event
+                read_at = _fromisoformat(ts)
             except ValueError:
                 read_at = None
-        return Routed(raw, kind, message, path, offset, host if isinstance(host, str) else None, read_at, event)
+            else:
+                if read_at.tzinfo is None:
+                    read_at = read_at.replace(tzinfo=UTC)
+        return Routed(raw, kind, message, path, offset, host, read_at, event)
 
     def _kind(self, event: dict[str, Any], path: str | None) -> str | None:
         explicit: Any = event
@@ -230,4 +238,31 @@ class Router:
                 if module == "system" and found.get("dataset") == "system.auth":  # type: ignore[union-attr]
                     return "auth"  # the system module's auth fileset (from a file or the journal)
                 break
-        return self.kind_for_path(path)
+        if not path:
+            return None
+        found = self._path_cache.get(path, "")  # kind_for_path, inline
+        return self.kind_for_path(path) if found == "" else found
+
+
+def _where(event: dict[str, Any]) -> tuple[str | None, int | None]:
+    """The file path and offset of any Filebeat shape: 7.x/8.x ``log.*`` first, else 6.x ``source``
+    and ``offset``; an offset that is not an int between 0 and a long's maximum is none."""
+    path: Any = None
+    offset: Any = None
+    log = event.get("log")
+    if type(log) is dict:
+        file = log.get("file")
+        if type(file) is dict:
+            path = file.get("path")
+        offset = log.get("offset")
+    if not isinstance(path, str):
+        path = event.get("source")
+        if not isinstance(path, str):
+            path = None
+    if not isinstance(offset, int):
+        offset = event.get("offset")
+        if not isinstance(offset, int):
+            offset = None
+    if offset is not None and not 0 <= offset <= LONG_MAX:  # log.offset is a long: see ingest.numbers
+        offset = None
+    return path, offset

@@ -198,6 +198,22 @@ def parse_index_day(timestamp: object) -> str | None:
     return day
 
 
+#: prefix -> {"YYYY-MM-DDT": "<prefix>YYYY.MM.DD"}: the names of index_for's fast path, sliced once
+#: per day and prefix instead of once per document
+_NAMES: dict[str, dict[str, str]] = {}
+
+
+def _sliced_name(prefix: str, timestamp: str) -> str:
+    """``<prefix>YYYY.MM.DD`` of a ``YYYY-MM-DDT...Z`` timestamp, remembered in :data:`_NAMES`."""
+    names = _NAMES.get(prefix)
+    if names is None or len(names) > 10_000:
+        if len(_NAMES) > 100:
+            _NAMES.clear()
+        names = _NAMES[prefix] = {}
+    name = names[timestamp[:11]] = f"{prefix}{timestamp[0:4]}.{timestamp[5:7]}.{timestamp[8:10]}"
+    return name
+
+
 def index_for(timestamp: object, prefix: str = "audit-", *,
               now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> str:
     """``<prefix>YYYY.MM.DD`` for a document's ``@timestamp`` (UTC date, Logstash's semantics).
@@ -209,8 +225,14 @@ def index_for(timestamp: object, prefix: str = "audit-", *,
     Fast path: ``@timestamp`` as the pipeline writes it (``YYYY-MM-DDT...Z``, already UTC) is sliced,
     not parsed: this runs for every document.
     """
-    if isinstance(timestamp, str) and len(timestamp) >= 20 and timestamp[-1] == "Z" and timestamp[10] == "T":
-        return f"{prefix}{timestamp[0:4]}.{timestamp[5:7]}.{timestamp[8:10]}"
+    if isinstance(timestamp, str) and len(timestamp) >= 20 and timestamp[-1] == "Z":
+        names = _NAMES.get(prefix)
+        if names is not None:
+            name = names.get(timestamp[:11])  # only "YYYY-MM-DDT" keys are kept: timestamp[10] is "T"
+            if name is not None:
+                return name
+        if timestamp[10] == "T":
+            return _sliced_name(prefix, timestamp)
     day = parse_index_day(timestamp)
     if day is None:
         today = now()
@@ -433,6 +455,8 @@ PROBE_ABOVE = 2.0
 PROBE_STEP = 1.0
 
 _ACTION_HEADS: dict[str, bytes] = {}
+_dumps = orjson.dumps
+_STRICT_INTEGER = orjson.OPT_STRICT_INTEGER
 
 
 def _encode(action: IndexAction) -> bytes:
@@ -448,8 +472,12 @@ def _encode(action: IndexAction) -> bytes:
         if len(_ACTION_HEADS) > 1000:
             _ACTION_HEADS.clear()
         head = _ACTION_HEADS[action.index] = b'{"create":{"_index":' + orjson.dumps(action.index) + b',"_id":'
-    # dumps_document: numbers that do not fit their fields dropped (ingest.numbers), not rejected by the bulk
-    return b"".join((head, orjson.dumps(action.id), b"}}\n", dumps_document(action.doc), b"\n"))
+    doc = action.doc
+    try:  # dumps_document's first step, inline (this runs for every document)
+        line = _dumps(doc, None, _STRICT_INTEGER)
+    except orjson.JSONEncodeError:  # numbers that do not fit their fields dropped (ingest.numbers), not rejected
+        line = dumps_document(doc)
+    return b"".join((head, _dumps(action.id), b"}}\n", line, b"\n"))
 
 
 def _error_type(body: Any) -> str:
