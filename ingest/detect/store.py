@@ -108,10 +108,11 @@ class Failure:
     log: str | None = None
     repeat: int = 0  # which of the document's repeated failures (0: the first, or the only one)
 
-    def class_member(self) -> str:
+    def class_member(self, member: str | None = None) -> str:
         """Its member in its origin-and-class zset: the connection's lines of class ``conn`` share
-        one (a connection is one of them however many such lines it logs), others their own."""
-        return "conn" if self.log == "conn" else self.member()
+        one (a connection is one of them however many such lines it logs), others their own
+        (``member``: :meth:`member`, if the caller has it already)."""
+        return "conn" if self.log == "conn" else (member or self.member())
 
     def member(self) -> str:
         if self.repeat:
@@ -179,6 +180,9 @@ class MemoryDetectionStore(DetectionStore):
         self._failures: dict[str, tuple[list[tuple[int, str]], set[str]]] = {}
         self._by_log: dict[tuple[str, str, str], tuple[list[tuple[int, str]], set[str]]] = {}  # (ip, origin, log)
         self._fired: dict[tuple[str, int], bytes] = {}
+        #: the trigger member of each fired flag: a redelivery check without decoding the payload
+        #: (BRUTE_FORCE_LUA compares a prefix for the same reason)
+        self._triggers: dict[tuple[str, int], str] = {}
         self._countries: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
 
@@ -187,7 +191,7 @@ class MemoryDetectionStore(DetectionStore):
         hits: list[BruteForceHit] = []
         new: list[NewCountryHit] = []
         with self._lock:
-            fired: list[tuple[Failure, int, int, int, bytes]] = []  # failure, window, crossing end, count
+            fired: list[tuple[Failure, str, int, int, int, bytes]] = []  # failure, member, window, crossing end, count
             for f in failures:
                 zset = self._failures.setdefault(f.ip, ([], set()))
                 member = f.member()
@@ -197,7 +201,7 @@ class MemoryDetectionStore(DetectionStore):
                     mine = self._by_log.get((f.ip, f.origin, f.log))
                     if mine is None:
                         mine = self._by_log[(f.ip, f.origin, f.log)] = ([], set())
-                    cmember = f.class_member()
+                    cmember = f.class_member(member)
                     if cmember in mine[1]:
                         fresh = False
                     else:
@@ -225,19 +229,20 @@ class MemoryDetectionStore(DetectionStore):
                         fire = (w + 1, t) if t is not None else None
                     if fire is not None:
                         inside = self._range(zset, fire[1] - window_ms, fire[1] + 1)
-                        payload = _payload(f, fire[1], inside, fire[0])
+                        payload = _payload(member, fire[1], inside, fire[0])
                         self._fired[(f.ip, fire[0])] = payload
-                        fired.append((f, fire[0], fire[1], len(inside), payload))
+                        self._triggers[(f.ip, fire[0])] = member
+                        fired.append((f, member, fire[0], fire[1], len(inside), payload))
                     else:  # counted again after it was trimmed (redelivered behind newer failures)
                         hits += self._refired(f.ip, w, member)
                 else:
                     hits += self._refired(f.ip, w, member)
                 if zset[0] and zset[0][0][0] < f.ts_ms - 2 * window_ms:
                     self._trim(zset, f.ts_ms - 2 * window_ms)
-            for f, w, t, count, payload in fired:
+            for f, member, w, t, count, payload in fired:
                 inside = self._range(self._failures[f.ip], t - window_ms, (w + 1) * window_ms)
                 if len(inside) >= count:
-                    payload = _payload(f, t, inside, w)
+                    payload = _payload(member, t, inside, w)
                     self._fired[(f.ip, w)] = payload
                 hits.append(_hit(f.ip, w, payload))
             for login in logins:
@@ -249,10 +254,10 @@ class MemoryDetectionStore(DetectionStore):
 
     def _refired(self, ip: str, w: int, member: str) -> list[BruteForceHit]:
         """The alert ``member`` triggered in window ``w`` or ``w + 1``, again (a redelivery)."""
+        triggers = self._triggers
         for window in (w, w + 1):
-            payload = self._fired.get((ip, window))
-            if payload is not None and orjson.loads(payload)["trigger"] == member:
-                return [_hit(ip, window, payload)]
+            if triggers.get((ip, window)) == member:
+                return [_hit(ip, window, self._fired[(ip, window)])]
         return []
 
     @classmethod
@@ -289,8 +294,8 @@ class MemoryDetectionStore(DetectionStore):
         return [m for _, m in entries[bisect.bisect_left(entries, (lo + 1, "")):bisect.bisect_left(entries, (hi, ""))]]
 
 
-def _payload(f: Failure, ts_ms: int, members: list[str], window: int) -> bytes:
-    return orjson.dumps({"trigger": f.member(), "ts": str(ts_ms), "count": len(members), "w": window,
+def _payload(member: str, ts_ms: int, members: list[str], window: int) -> bytes:
+    return orjson.dumps({"trigger": member, "ts": str(ts_ms), "count": len(members), "w": window,
                          "members": members})
 
 
