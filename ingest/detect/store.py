@@ -82,13 +82,17 @@ from ingest.errors import SourceUnavailable
 GRACE_MS = 3_600_000
 #: per evidence class, the other classes that report the same attempts of a host and service
 OTHERS = {e: tuple(o for o in EVIDENCE if o != e) for e in EVIDENCE}
+#: each evidence class's place (1-based) among the four class zsets of an origin in BRUTE_FORCE_LUA
+CLASS = {e: i + 1 for i, e in enumerate(EVIDENCE)}
 
 
 class DetectionStoreUnavailable(SourceUnavailable):
     """The detection store (Redis) cannot be reached now: retry the batch."""
 
 
-@dataclass(frozen=True, slots=True)
+#: not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__,
+#: several times slower, and one is made per event that counts; hashable all the same, never changed
+@dataclass(slots=True, unsafe_hash=True)
 class Failure:
     """One authentication failure to count.
 
@@ -120,7 +124,9 @@ class Failure:
         return orjson.dumps([self.key, self.host, self.user]).decode()
 
 
-@dataclass(frozen=True, slots=True)
+#: not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__,
+#: several times slower, and one is made per event that counts; hashable all the same, never changed
+@dataclass(slots=True, unsafe_hash=True)
 class Login:
     """One successful login with a country, for new_country."""
 
@@ -324,11 +330,13 @@ def _new_country_step(h: dict[str, str], login: Login, lookback_ms: int) -> tupl
     return fired, sorted(known)
 
 
-# KEYS: per failure, the IP's zset, its fired-flag key and that of the next aligned window; for a
-#       failure with an origin also its origin-and-class zset and the origin's other classes' zsets.
-# ARGV: threshold, ttl_ms, the number of failures, window_ms, then per failure: member, ts,
-#       "(" .. (ts - window), cut (ts - 2 windows), "(" .. end of the aligned window of ts, the number
-#       of other classes (0: no origin), and for one with an origin its member in its class zset.
+# KEYS: without repeats, per IP and aligned window w of the batch's failures: the IP's zset, its
+#       fired-flag key for w and that for w + 1; per IP and origin: its four origin-and-class zsets
+#       (rules.EVIDENCE order).
+# ARGV: threshold, ttl_ms, the number of failures, window_ms, then five per failure: member, ts,
+#       where its IP's three keys start in KEYS, where its origin's four start (0: no origin) and
+#       its class's place among those (1-4). The window bounds are computed here from ts, and the
+#       member in the class zset from the class (one a connection for ``conn``).
 # Returns the fired (or re-emitted) payloads as {index of the failure (1-based), payload}.
 BRUTE_FORCE_LUA = """
 local threshold = tonumber(ARGV[1])
@@ -362,33 +370,36 @@ local function crossing(zkey, lo, hi)
   end
   return nil
 end
-local k, a = 1, 5
+local a = 5
 for i = 1, tonumber(ARGV[3]) do
+  local member, ts = ARGV[a], ARGV[a + 1]
+  local k, c, cls = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  a = a + 5
   local zkey, fkey, nkey = KEYS[k], KEYS[k + 1], KEYS[k + 2]
-  local member, ts, lo, cut, hi = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local nothers = tonumber(ARGV[a + 5])
-  k, a = k + 3, a + 6
+  local tsn = tonumber(ts)
+  local w = math.floor(tsn / window)
+  local wend = (w + 1) * window
+  local lo = '(' .. string.format('%d', tsn - window)
+  local cut = string.format('%d', tsn - 2 * window)
+  local hi = '(' .. string.format('%d', wend)
   local fresh, counts = true, true
-  if nothers > 0 then
-    local mine, cmember = KEYS[k], ARGV[a]
-    a = a + 1
+  if c > 0 then
+    local mine = KEYS[c + cls - 1]
+    local cmember = member
+    if cls == CONN then cmember = 'conn' end  -- one member per connection (Failure.class_member)
     if redis.call('ZADD', mine, 'NX', ts, cmember) == 0 then
       fresh = false
     else
       local own = redis.call('ZCARD', mine)
-      for j = 1, nothers do
-        if counts and redis.call('ZCARD', KEYS[k + j]) >= own then
+      for j = 1, NCLASSES do
+        if counts and j ~= cls and redis.call('ZCARD', KEYS[c + j - 1]) >= own then
           counts = false
         end
       end
       redis.call('ZREMRANGEBYSCORE', mine, '-inf', '(' .. cut)
       redis.call('PEXPIRE', mine, ttl)
     end
-    k = k + 1 + nothers
   end
-  local tsn = tonumber(ts)
-  local w = math.floor(tsn / window)
-  local wend = (w + 1) * window
   if fresh and not counts then
     -- another class of lines of this host already reported this attempt
   elseif fresh and redis.call('ZADD', zkey, 'NX', ts, member) == 1 then
@@ -440,7 +451,7 @@ for _, f in ipairs(fired) do
   out[#out + 1] = {f[1], p}
 end
 return out
-"""
+""".replace("NCLASSES", str(len(EVIDENCE))).replace("CONN", str(EVIDENCE.index("conn") + 1))
 
 # KEYS: per login, the subject's hash. ARGV: lookback_ms, then per login: country, ts, cutoff, event key.
 # Returns {index (1-based), known countries...} per login that fires (or re-fires on redelivery).
@@ -506,21 +517,7 @@ class RedisDetectionStore(DetectionStore):
         p = self.prefix
         calls: list[tuple[Any, list[str], list[Any]]] = []  # (script, keys, args)
         if failures:
-            keys: list[str] = []
-            args: list[Any] = [threshold, 2 * window_ms + GRACE_MS, len(failures), window_ms]
-            for f in failures:
-                zkey = f"{p}bf:{f.ip}"
-                w = f.ts_ms // window_ms
-                keys += [zkey, f"{zkey}:{w}", f"{zkey}:{w + 1}"]
-                args += [f.member(), f.ts_ms, f"({f.ts_ms - window_ms}", f.ts_ms - 2 * window_ms,
-                         f"({(w + 1) * window_ms}"]
-                if f.origin is not None and f.log in OTHERS:
-                    others = OTHERS.get(f.log, ())
-                    keys.append(f"{zkey}|{f.origin}|{f.log}")
-                    keys += [f"{zkey}|{f.origin}|{o}" for o in others]
-                    args += [len(others), f.class_member()]
-                else:
-                    args.append(0)
+            keys, args = self._brute_force_arguments(failures, window_ms, threshold)
             calls.append((self._bf, keys, args))
         if logins:
             nkeys = [f"{p}nc:{login.subject}" for login in logins]
@@ -544,6 +541,32 @@ class RedisDetectionStore(DetectionStore):
             for row in replies[pos]:
                 new.append(NewCountryHit(logins[int(row[0]) - 1], sorted(_s(c) for c in row[1:])))
         return hits, new
+
+    def _brute_force_arguments(self, failures: list[Failure], window_ms: int,
+                               threshold: int) -> tuple[list[str], list[Any]]:
+        """BRUTE_FORCE_LUA's KEYS and ARGV: each key once (a burst is one IP, one or two windows,
+        a few connections), five arguments per failure."""
+        p = self.prefix
+        keys: list[str] = []
+        args: list[Any] = [threshold, 2 * window_ms + GRACE_MS, len(failures), window_ms]
+        windows: dict[tuple[str, int], int] = {}  # (ip, w) -> where its three keys start (1-based)
+        origins: dict[tuple[str, str], int] = {}  # (ip, origin) -> where its class zsets start
+        for f in failures:
+            w = f.ts_ms // window_ms
+            k = windows.get((f.ip, w))
+            if k is None:
+                k = windows[(f.ip, w)] = len(keys) + 1
+                zkey = f"{p}bf:{f.ip}"
+                keys += [zkey, f"{zkey}:{w}", f"{zkey}:{w + 1}"]
+            c = cls = 0
+            if f.origin is not None and f.log in CLASS:
+                cls = CLASS[f.log]
+                c = origins.get((f.ip, f.origin), 0)
+                if not c:
+                    c = origins[(f.ip, f.origin)] = len(keys) + 1
+                    keys += [f"{p}bf:{f.ip}|{f.origin}|{e}" for e in EVIDENCE]
+            args += [f.member(), f.ts_ms, k, c, cls]
+        return keys, args
 
     def _run(self, calls: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
         """The scripts by ``EVALSHA`` in one pipelined round trip. (A pipeline given ``Script``

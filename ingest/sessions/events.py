@@ -41,7 +41,9 @@ LOGOUT_FIELDS = ("user.name", "source.ip", "source.port", "event.reason")
 ATTR_FIELDS = ("openvpn.virtual_ip",)
 
 
-@dataclass(frozen=True, slots=True)
+#: not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__,
+#: several times slower, and one is made per event that counts; hashable all the same, never changed
+@dataclass(slots=True, unsafe_hash=True)
 class Mark:
     """One document's part in a session.
 
