@@ -82,7 +82,7 @@ def failure_origin(doc: dict[str, Any]) -> tuple[str, str] | None:
     without a pid names no connection: it is always counted.
     """
     event = doc.get("event")
-    evidence = EVIDENCE_OF.get(event.get("action")) if type(event) is dict else None
+    evidence = EVIDENCE_OF.get(event.get("action")) if type(event) is dict else None  # type: ignore[arg-type]
     if evidence is None:
         return None
     auth = _obj(_obj(doc, "system"), "auth")
