@@ -29,6 +29,7 @@ from typing import Any
 from ingest.detect.config import DetectionConfig
 from ingest.detect.rules import (
     AUDIT_FAILURE_ACTION,
+    FAILURE_ACTIONS,
     RULE_ACTIONS,
     TELEPORT_FAILURE_ACTIONS,
     UNMAPPED,
@@ -107,7 +108,8 @@ class DetectionStage:
             if ssh_ok and cfg.unmapped_key.enabled and get_path(doc, "system.auth.ssh.key.owner") == UNMAPPED:
                 out.append(self._alert("unmapped_key", doc, key, created,
                                        "Successful SSH login with a public key that is not mapped to an owner."))
-            ip = field(doc, "source", "ip")
+            source = doc.get("source")
+            ip = source.get("ip") if type(source) is dict else None
             if cfg.allowed_networks and isinstance(ip, str) and (login_ok or (
                     doc_type == "teleport" and action in TELEPORT_FAILURE_ACTIONS and outcome == "success")):
                 host = field(doc, "host", "hostname")
@@ -115,7 +117,8 @@ class DetectionStage:
                 if cidrs is not None and outside(ip, cidrs):
                     out.append(self._alert("outside_allowed_networks", doc, key, created,
                                            f"Successful login on {host} from {ip}, outside its allowed networks."))
-            counted = bf_enabled and isinstance(ip, str) and ip and outcome == "failure" and is_failure(doc)
+            counted = bf_enabled and isinstance(ip, str) and ip and outcome == "failure" and (
+                is_failure(doc) if doc_type == "auditd" or doc_type == "teleport" else action in FAILURE_ACTIONS)
             learned = nc_enabled and login_ok
             if not counted and not learned:
                 continue  # no rule below needs its time
@@ -123,8 +126,10 @@ class DetectionStage:
             if ts is None:
                 continue
             if counted:
-                user = field(doc, "user", "name")
-                host = field(doc, "host", "hostname")
+                user = doc.get("user")
+                user = user.get("name") if type(user) is dict else None
+                host = doc.get("host")
+                host = host.get("hostname") if type(host) is dict else None
                 host = host if isinstance(host, str) else None
                 user = user if isinstance(user, str) else None
                 origin, log = failure_origin(doc) or (None, None)
