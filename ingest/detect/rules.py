@@ -85,11 +85,16 @@ def failure_origin(doc: dict[str, Any]) -> tuple[str, str] | None:
     evidence = EVIDENCE_OF.get(event.get("action")) if type(event) is dict else None  # type: ignore[arg-type]
     if evidence is None:
         return None
-    auth = _obj(_obj(doc, "system"), "auth")
+    system = doc.get("system")
+    auth = system.get("auth") if type(system) is dict else None
+    if type(auth) is not dict:
+        auth = _EMPTY
     if evidence == "sshd" and _obj(auth, "ssh").get("event") == "Invalid":
         evidence = "conn"  # "Invalid user X from ...": once per connection, before its attempts
     doc_type = doc.get("type")
-    process = _obj(doc, "process")
+    process = doc.get("process")
+    if type(process) is not dict:
+        process = _EMPTY
     if doc_type == "auditd":
         if evidence != "audit":
             return None
@@ -104,8 +109,8 @@ def failure_origin(doc: dict[str, Any]) -> tuple[str, str] | None:
     else:
         return None
     if not isinstance(host, str) or not host:
-        holder = _obj(doc, "host")
-        host = holder.get("hostname") or holder.get("name")
+        holder = doc.get("host")
+        host = (holder.get("hostname") or holder.get("name")) if type(holder) is dict else None
     if not isinstance(host, str) or not host:
         return None
     if not isinstance(service, str) or not service:

@@ -109,7 +109,7 @@ class DetectionStage:
                 out.append(self._alert("unmapped_key", doc, key, created,
                                        "Successful SSH login with a public key that is not mapped to an owner."))
             source = doc.get("source")
-            ip = source.get("ip") if type(source) is dict else None
+            ip: Any = source.get("ip") if type(source) is dict else None
             if cfg.allowed_networks and isinstance(ip, str) and (login_ok or (
                     doc_type == "teleport" and action in TELEPORT_FAILURE_ACTIONS and outcome == "success")):
                 host = field(doc, "host", "hostname")

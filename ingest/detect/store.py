@@ -272,6 +272,8 @@ class MemoryDetectionStore(DetectionStore):
         """The first failure time t, lo < t < hi, with more than ``threshold`` in (t - window, t]
         (at most threshold + 1 looked at, as in BRUTE_FORCE_LUA)."""
         entries = zset[0]
+        if not entries or entries[-1][0] <= lo:
+            return None  # nothing after lo (failures that come in order): no bisection
         start = bisect.bisect_left(entries, (lo + 1, ""))
         stop = min(bisect.bisect_left(entries, (hi, "")), start + threshold + 1)
         for t, _ in entries[start:stop]:
