@@ -213,8 +213,12 @@ class MemoryDetectionStore(DetectionStore):
                     else:
                         bisect.insort(mine[0], (f.ts_ms, cmember))
                         mine[1].add(cmember)
-                        others = [self._by_log.get((f.ip, f.origin, o)) for o in OTHERS.get(f.log, ())]
-                        counts = len(mine[0]) > max((len(o[0]) for o in others if o is not None), default=0)
+                        own = len(mine[0])  # counts if it now holds more than each other class
+                        for o in OTHERS.get(f.log, ()):
+                            other = self._by_log.get((f.ip, f.origin, o))
+                            if other is not None and len(other[0]) >= own:
+                                counts = False
+                                break
                     if mine[0][0][0] < f.ts_ms - 2 * window_ms:
                         self._trim(mine, f.ts_ms - 2 * window_ms)
                 if fresh and not counts:
