@@ -3,7 +3,8 @@
 Both stores run the same pure transitions (:mod:`ingest.sessions.state`) inside
 :meth:`SessionStore.transact`: load the states of a batch's keys, let the caller change them, then
 write them back atomically. Redis does it with optimistic locking (``WATCH`` the keys, ``MGET``,
-``MULTI`` ... ``EXEC``, rerun on conflict): three round trips per batch whatever its size, and two
+``MULTI`` ... ``EXEC``, rerun on conflict; the writes inside are one ``EVAL`` of :data:`WRITE_LUA`,
+not a command per key): three round trips per batch whatever its size, and two
 workers that touch the same key in the same instant are serialised, so a login and its logout
 handled by two workers at once still make exactly one session.
 
