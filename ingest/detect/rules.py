@@ -81,37 +81,55 @@ def failure_origin(doc: dict[str, Any]) -> tuple[str, str] | None:
     (auditd: the executable's name), ``sshd-session`` and ``sshd-auth`` being ``sshd``. A line
     without a pid names no connection: it is always counted.
     """
-    evidence = EVIDENCE_OF.get(field(doc, "event", "action"))  # type: ignore[arg-type]
+    event = doc.get("event")
+    evidence = EVIDENCE_OF.get(event.get("action")) if type(event) is dict else None  # type: ignore[arg-type]
     if evidence is None:
         return None
-    if evidence == "sshd" and get_path(doc, "system.auth.ssh.event") == "Invalid":
+    system = doc.get("system")
+    auth = system.get("auth") if type(system) is dict else None
+    if type(auth) is not dict:
+        auth = _EMPTY
+    if evidence == "sshd" and _obj(auth, "ssh").get("event") == "Invalid":
         evidence = "conn"  # "Invalid user X from ...": once per connection, before its attempts
     doc_type = doc.get("type")
+    process = doc.get("process")
+    if type(process) is not dict:
+        process = _EMPTY
     if doc_type == "auditd":
         if evidence != "audit":
             return None
-        host = get_path(doc, "auditd.log.node")
-        exe = field(doc, "process", "executable")
-        service = exe.rpartition("/")[2] if isinstance(exe, str) else field(doc, "process", "name")
+        host = _obj(_obj(doc, "auditd"), "log").get("node")
+        exe = process.get("executable")
+        service = exe.rpartition("/")[2] if isinstance(exe, str) else process.get("name")
     elif doc_type == "auth" and evidence != "audit":
         host = None
-        service = get_path(doc, "system.auth.pam.service") if evidence == "pam" else None
+        service = _obj(auth, "pam").get("service") if evidence == "pam" else None
         if not isinstance(service, str) or not service:
-            service = field(doc, "process", "name")
+            service = process.get("name")
     else:
         return None
     if not isinstance(host, str) or not host:
-        host = field(doc, "host", "hostname") or field(doc, "host", "name")
+        holder = doc.get("host")
+        host = (holder.get("hostname") or holder.get("name")) if type(holder) is dict else None
     if not isinstance(host, str) or not host:
         return None
     if not isinstance(service, str) or not service:
         service = "-"
     elif service.startswith("sshd"):  # sshd, sshd-session, sshd-auth (OpenSSH 9.8+), sshd.exe ...
         service = "sshd"
-    pid = field(doc, "process", "pid")
+    pid = process.get("pid")
     if type(pid) is not int:
         return None
     return f"{host.partition('.')[0].lower()}/{service.lower()}/{pid}", evidence
+
+
+_EMPTY: dict[str, Any] = {}
+
+
+def _obj(holder: dict[str, Any], key: str) -> dict[str, Any]:
+    """``holder[key]`` if it is an object, else an empty one (read-only: never write to it)."""
+    value = holder.get(key)
+    return value if type(value) is dict else _EMPTY
 
 
 def repeated(doc: dict[str, Any]) -> int:
@@ -123,7 +141,7 @@ def repeated(doc: dict[str, Any]) -> int:
     n = syslog.get("repeated") if type(syslog) is dict else None
     if type(n) is not int or n < 1:
         n = 1
-    more = get_path(doc, "system.auth.pam.failures") if "system" in doc else None
+    more = _obj(_obj(_obj(doc, "system"), "auth"), "pam").get("failures") if "system" in doc else None
     if type(more) is int and more > 1:
         n *= more
     return min(n, MAX_REPEATED)

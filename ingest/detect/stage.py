@@ -29,17 +29,16 @@ from typing import Any
 from ingest.detect.config import DetectionConfig
 from ingest.detect.rules import (
     AUDIT_FAILURE_ACTION,
+    FAILURE_ACTIONS,
     RULE_ACTIONS,
+    TELEPORT_FAILURE_ACTIONS,
+    UNMAPPED,
     allowed_for,
     country_subject,
     event_key,
     failure_origin,
     field,
     is_failure,
-    is_login_success,
-    is_ssh_success,
-    is_unmapped_key_login,
-    is_vpn_success,
     outside,
     repeated,
 )
@@ -88,37 +87,60 @@ class DetectionStage:
         failures: list[Failure] = []
         logins: list[Login] = []
         by_key: dict[str, dict[str, Any]] = {}
+        bf_enabled, nc_enabled = cfg.brute_force.enabled, cfg.new_country.enabled
         for doc, key in zip(docs, keys, strict=True):
             event = doc.get("event")
             # most documents (commands, auditd, PAM, sudo...) play no part in any rule: dismiss them
             # before any other lookup
-            if type(event) is not dict or event.get("action") not in RULE_ACTIONS or doc.get("type") == "alert":
+            if type(event) is not dict:
                 continue
-            if event.get("action") == AUDIT_FAILURE_ACTION and event.get("outcome") != "failure":
+            action = event.get("action")
+            if action not in RULE_ACTIONS:
+                continue
+            outcome = event.get("outcome")
+            doc_type = doc.get("type")
+            if doc_type == "alert" or (action == AUDIT_FAILURE_ACTION and outcome != "failure"):
                 continue  # auditd's USER_AUTH plays a part only as a failure (every login writes one)
-            if cfg.unmapped_key.enabled and is_unmapped_key_login(doc):
+            # the rules' predicates (rules.is_ssh_success, is_vpn_success, is_login_success,
+            # is_failure) on the action and outcome read once
+            ssh_ok = action == "ssh_login" and outcome == "success"
+            login_ok = ssh_ok or (action == "vpn_connect" and outcome in (None, "success"))
+            if ssh_ok and cfg.unmapped_key.enabled and get_path(doc, "system.auth.ssh.key.owner") == UNMAPPED:
                 out.append(self._alert("unmapped_key", doc, key, created,
                                        "Successful SSH login with a public key that is not mapped to an owner."))
-            ip = field(doc, "source", "ip")
-            if cfg.allowed_networks and isinstance(ip, str) and is_login_success(doc):
+            source = doc.get("source")
+            ip: Any = source.get("ip") if type(source) is dict else None
+            if cfg.allowed_networks and isinstance(ip, str) and (login_ok or (
+                    doc_type == "teleport" and action in TELEPORT_FAILURE_ACTIONS and outcome == "success")):
                 host = field(doc, "host", "hostname")
                 cidrs = allowed_for(host, cfg.allowed_networks) if isinstance(host, str) else None
                 if cidrs is not None and outside(ip, cidrs):
                     out.append(self._alert("outside_allowed_networks", doc, key, created,
                                            f"Successful login on {host} from {ip}, outside its allowed networks."))
+            counted = bf_enabled and isinstance(ip, str) and ip and outcome == "failure" and (
+                is_failure(doc) if doc_type == "auditd" or doc_type == "teleport" else action in FAILURE_ACTIONS)
+            learned = nc_enabled and login_ok
+            if not counted and not learned:
+                continue  # no rule below needs its time
             ts = _ms(doc)
             if ts is None:
                 continue
-            if cfg.brute_force.enabled and isinstance(ip, str) and ip and is_failure(doc):
-                user = field(doc, "user", "name")
-                host = field(doc, "host", "hostname")
+            if counted:
+                user = doc.get("user")
+                user = user.get("name") if type(user) is dict else None
+                host = doc.get("host")
+                host = host.get("hostname") if type(host) is dict else None
                 host = host if isinstance(host, str) else None
                 user = user if isinstance(user, str) else None
                 origin, log = failure_origin(doc) or (None, None)
-                failures.extend(Failure(ip, ts, key, host, user, origin, log, i) for i in range(repeated(doc)))
+                n = repeated(doc)
+                if n == 1:
+                    failures.append(Failure(ip, ts, key, host, user, origin, log, 0))
+                else:
+                    failures.extend(Failure(ip, ts, key, host, user, origin, log, i) for i in range(n))
                 by_key[key] = doc
-            country = get_path(doc, "source.geo.country_iso_code")
-            if cfg.new_country.enabled and isinstance(country, str) and (is_ssh_success(doc) or is_vpn_success(doc)):
+            country = get_path(doc, "source.geo.country_iso_code") if learned else None
+            if isinstance(country, str):
                 subject = country_subject(doc)
                 if subject is not None:
                     logins.append(Login(subject, country, ts, key))

@@ -82,13 +82,17 @@ from ingest.errors import SourceUnavailable
 GRACE_MS = 3_600_000
 #: per evidence class, the other classes that report the same attempts of a host and service
 OTHERS = {e: tuple(o for o in EVIDENCE if o != e) for e in EVIDENCE}
+#: each evidence class's place (1-based) among the four class zsets of an origin in BRUTE_FORCE_LUA
+CLASS = {e: i + 1 for i, e in enumerate(EVIDENCE)}
 
 
 class DetectionStoreUnavailable(SourceUnavailable):
     """The detection store (Redis) cannot be reached now: retry the batch."""
 
 
-@dataclass(frozen=True, slots=True)
+#: not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__,
+#: several times slower, and one is made per event that counts; hashable all the same, never changed
+@dataclass(slots=True, unsafe_hash=True)
 class Failure:
     """One authentication failure to count.
 
@@ -108,10 +112,11 @@ class Failure:
     log: str | None = None
     repeat: int = 0  # which of the document's repeated failures (0: the first, or the only one)
 
-    def class_member(self) -> str:
+    def class_member(self, member: str | None = None) -> str:
         """Its member in its origin-and-class zset: the connection's lines of class ``conn`` share
-        one (a connection is one of them however many such lines it logs), others their own."""
-        return "conn" if self.log == "conn" else self.member()
+        one (a connection is one of them however many such lines it logs), others their own
+        (``member``: :meth:`member`, if the caller has it already)."""
+        return "conn" if self.log == "conn" else (member or self.member())
 
     def member(self) -> str:
         if self.repeat:
@@ -119,7 +124,9 @@ class Failure:
         return orjson.dumps([self.key, self.host, self.user]).decode()
 
 
-@dataclass(frozen=True, slots=True)
+#: not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__,
+#: several times slower, and one is made per event that counts; hashable all the same, never changed
+@dataclass(slots=True, unsafe_hash=True)
 class Login:
     """One successful login with a country, for new_country."""
 
@@ -179,6 +186,9 @@ class MemoryDetectionStore(DetectionStore):
         self._failures: dict[str, tuple[list[tuple[int, str]], set[str]]] = {}
         self._by_log: dict[tuple[str, str, str], tuple[list[tuple[int, str]], set[str]]] = {}  # (ip, origin, log)
         self._fired: dict[tuple[str, int], bytes] = {}
+        #: the trigger member of each fired flag: a redelivery check without decoding the payload
+        #: (BRUTE_FORCE_LUA compares a prefix for the same reason)
+        self._triggers: dict[tuple[str, int], str] = {}
         self._countries: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
 
@@ -187,7 +197,7 @@ class MemoryDetectionStore(DetectionStore):
         hits: list[BruteForceHit] = []
         new: list[NewCountryHit] = []
         with self._lock:
-            fired: list[tuple[Failure, int, int, int, bytes]] = []  # failure, window, crossing end, count
+            fired: list[tuple[Failure, str, int, int, int, bytes]] = []  # failure, member, window, crossing end, count
             for f in failures:
                 zset = self._failures.setdefault(f.ip, ([], set()))
                 member = f.member()
@@ -197,14 +207,18 @@ class MemoryDetectionStore(DetectionStore):
                     mine = self._by_log.get((f.ip, f.origin, f.log))
                     if mine is None:
                         mine = self._by_log[(f.ip, f.origin, f.log)] = ([], set())
-                    cmember = f.class_member()
+                    cmember = f.class_member(member)
                     if cmember in mine[1]:
                         fresh = False
                     else:
                         bisect.insort(mine[0], (f.ts_ms, cmember))
                         mine[1].add(cmember)
-                        others = [self._by_log.get((f.ip, f.origin, o)) for o in OTHERS.get(f.log, ())]
-                        counts = len(mine[0]) > max((len(o[0]) for o in others if o is not None), default=0)
+                        own = len(mine[0])  # counts if it now holds more than each other class
+                        for o in OTHERS.get(f.log, ()):
+                            other = self._by_log.get((f.ip, f.origin, o))
+                            if other is not None and len(other[0]) >= own:
+                                counts = False
+                                break
                     if mine[0][0][0] < f.ts_ms - 2 * window_ms:
                         self._trim(mine, f.ts_ms - 2 * window_ms)
                 if fresh and not counts:
@@ -225,19 +239,20 @@ class MemoryDetectionStore(DetectionStore):
                         fire = (w + 1, t) if t is not None else None
                     if fire is not None:
                         inside = self._range(zset, fire[1] - window_ms, fire[1] + 1)
-                        payload = _payload(f, fire[1], inside, fire[0])
+                        payload = _payload(member, fire[1], inside, fire[0])
                         self._fired[(f.ip, fire[0])] = payload
-                        fired.append((f, fire[0], fire[1], len(inside), payload))
+                        self._triggers[(f.ip, fire[0])] = member
+                        fired.append((f, member, fire[0], fire[1], len(inside), payload))
                     else:  # counted again after it was trimmed (redelivered behind newer failures)
                         hits += self._refired(f.ip, w, member)
                 else:
                     hits += self._refired(f.ip, w, member)
                 if zset[0] and zset[0][0][0] < f.ts_ms - 2 * window_ms:
                     self._trim(zset, f.ts_ms - 2 * window_ms)
-            for f, w, t, count, payload in fired:
+            for f, member, w, t, count, payload in fired:
                 inside = self._range(self._failures[f.ip], t - window_ms, (w + 1) * window_ms)
                 if len(inside) >= count:
-                    payload = _payload(f, t, inside, w)
+                    payload = _payload(member, t, inside, w)
                     self._fired[(f.ip, w)] = payload
                 hits.append(_hit(f.ip, w, payload))
             for login in logins:
@@ -249,10 +264,10 @@ class MemoryDetectionStore(DetectionStore):
 
     def _refired(self, ip: str, w: int, member: str) -> list[BruteForceHit]:
         """The alert ``member`` triggered in window ``w`` or ``w + 1``, again (a redelivery)."""
+        triggers = self._triggers
         for window in (w, w + 1):
-            payload = self._fired.get((ip, window))
-            if payload is not None and orjson.loads(payload)["trigger"] == member:
-                return [_hit(ip, window, payload)]
+            if triggers.get((ip, window)) == member:
+                return [_hit(ip, window, self._fired[(ip, window)])]
         return []
 
     @classmethod
@@ -261,6 +276,8 @@ class MemoryDetectionStore(DetectionStore):
         """The first failure time t, lo < t < hi, with more than ``threshold`` in (t - window, t]
         (at most threshold + 1 looked at, as in BRUTE_FORCE_LUA)."""
         entries = zset[0]
+        if not entries or entries[-1][0] <= lo:
+            return None  # nothing after lo (failures that come in order): no bisection
         start = bisect.bisect_left(entries, (lo + 1, ""))
         stop = min(bisect.bisect_left(entries, (hi, "")), start + threshold + 1)
         for t, _ in entries[start:stop]:
@@ -289,8 +306,8 @@ class MemoryDetectionStore(DetectionStore):
         return [m for _, m in entries[bisect.bisect_left(entries, (lo + 1, "")):bisect.bisect_left(entries, (hi, ""))]]
 
 
-def _payload(f: Failure, ts_ms: int, members: list[str], window: int) -> bytes:
-    return orjson.dumps({"trigger": f.member(), "ts": str(ts_ms), "count": len(members), "w": window,
+def _payload(member: str, ts_ms: int, members: list[str], window: int) -> bytes:
+    return orjson.dumps({"trigger": member, "ts": str(ts_ms), "count": len(members), "w": window,
                          "members": members})
 
 
@@ -319,11 +336,13 @@ def _new_country_step(h: dict[str, str], login: Login, lookback_ms: int) -> tupl
     return fired, sorted(known)
 
 
-# KEYS: per failure, the IP's zset, its fired-flag key and that of the next aligned window; for a
-#       failure with an origin also its origin-and-class zset and the origin's other classes' zsets.
-# ARGV: threshold, ttl_ms, the number of failures, window_ms, then per failure: member, ts,
-#       "(" .. (ts - window), cut (ts - 2 windows), "(" .. end of the aligned window of ts, the number
-#       of other classes (0: no origin), and for one with an origin its member in its class zset.
+# KEYS: without repeats, per IP and aligned window w of the batch's failures: the IP's zset, its
+#       fired-flag key for w and that for w + 1; per IP and origin: its four origin-and-class zsets
+#       (rules.EVIDENCE order).
+# ARGV: threshold, ttl_ms, the number of failures, window_ms, then five per failure: member, ts,
+#       where its IP's three keys start in KEYS, where its origin's four start (0: no origin) and
+#       its class's place among those (1-4). The window bounds are computed here from ts, and the
+#       member in the class zset from the class (one a connection for ``conn``).
 # Returns the fired (or re-emitted) payloads as {index of the failure (1-based), payload}.
 BRUTE_FORCE_LUA = """
 local threshold = tonumber(ARGV[1])
@@ -362,13 +381,16 @@ local function flagged(key)
   end
   return f
 end
-local function added(key, score)
-  if cards[key] then cards[key] = cards[key] + 1 end
-  if lowest[key] == nil or score < lowest[key] then lowest[key] = score end
+local function expire_at_end(key)
   if not expiring[key] then
     expiring[key] = true
     touched[#touched + 1] = key
   end
+end
+local function added(key, score)
+  if cards[key] then cards[key] = cards[key] + 1 end
+  if lowest[key] == nil or score < lowest[key] then lowest[key] = score end
+  expire_at_end(key)
 end
 -- ZREMRANGEBYSCORE key -inf (cut, unless it cannot remove anything: a cut no later than the last
 -- one applied here, and nothing added since below it
@@ -403,33 +425,36 @@ local function crossing(zkey, lo, hi)
   end
   return nil
 end
-local k, a = 1, 5
+local a = 5
 for i = 1, tonumber(ARGV[3]) do
+  local member, ts = ARGV[a], ARGV[a + 1]
+  local k, c, cls = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  a = a + 5
   local zkey, fkey, nkey = KEYS[k], KEYS[k + 1], KEYS[k + 2]
-  local member, ts, lo, cut, hi = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local nothers = tonumber(ARGV[a + 5])
-  k, a = k + 3, a + 6
   local tsn = tonumber(ts)
+  local w = math.floor(tsn / window)
+  local wend = (w + 1) * window
+  local lo = '(' .. string.format('%d', tsn - window)
+  local cut = string.format('%d', tsn - 2 * window)
+  local hi = '(' .. string.format('%d', wend)
   local fresh, counts = true, true
-  if nothers > 0 then
-    local mine, cmember = KEYS[k], ARGV[a]
-    a = a + 1
+  if c > 0 then
+    local mine = KEYS[c + cls - 1]
+    local cmember = member
+    if cls == CONN then cmember = 'conn' end  -- one member per connection (Failure.class_member)
     if redis.call('ZADD', mine, 'NX', ts, cmember) == 0 then
       fresh = false
     else
       added(mine, tsn)
       local own = card(mine)
-      for j = 1, nothers do
-        if counts and card(KEYS[k + j]) >= own then
+      for j = 1, NCLASSES do
+        if counts and j ~= cls and card(KEYS[c + j - 1]) >= own then
           counts = false
         end
       end
       trim(mine, cut)
     end
-    k = k + 1 + nothers
   end
-  local w = math.floor(tsn / window)
-  local wend = (w + 1) * window
   if fresh and not counts then
     -- another class of lines of this host already reported this attempt
   elseif fresh and redis.call('ZADD', zkey, 'NX', ts, member) == 1 then
@@ -470,10 +495,7 @@ for i = 1, tonumber(ARGV[3]) do
     if p then out[#out + 1] = {i, p} end
   end
   trim(zkey, cut)
-  if not expiring[zkey] then
-    expiring[zkey] = true
-    touched[#touched + 1] = zkey
-  end
+  expire_at_end(zkey)
 end
 for _, key in ipairs(touched) do
   redis.call('PEXPIRE', key, ttl)
@@ -489,7 +511,7 @@ for _, f in ipairs(fired) do
   out[#out + 1] = {f[1], p}
 end
 return out
-"""
+""".replace("NCLASSES", str(len(EVIDENCE))).replace("CONN", str(EVIDENCE.index("conn") + 1))
 
 # KEYS: per login, the subject's hash. ARGV: lookback_ms, then per login: country, ts, cutoff, event key.
 # Returns {index (1-based), known countries...} per login that fires (or re-fires on redelivery).
@@ -555,21 +577,7 @@ class RedisDetectionStore(DetectionStore):
         p = self.prefix
         calls: list[tuple[Any, list[str], list[Any]]] = []  # (script, keys, args)
         if failures:
-            keys: list[str] = []
-            args: list[Any] = [threshold, 2 * window_ms + GRACE_MS, len(failures), window_ms]
-            for f in failures:
-                zkey = f"{p}bf:{f.ip}"
-                w = f.ts_ms // window_ms
-                keys += [zkey, f"{zkey}:{w}", f"{zkey}:{w + 1}"]
-                args += [f.member(), f.ts_ms, f"({f.ts_ms - window_ms}", f.ts_ms - 2 * window_ms,
-                         f"({(w + 1) * window_ms}"]
-                if f.origin is not None and f.log in OTHERS:
-                    others = OTHERS.get(f.log, ())
-                    keys.append(f"{zkey}|{f.origin}|{f.log}")
-                    keys += [f"{zkey}|{f.origin}|{o}" for o in others]
-                    args += [len(others), f.class_member()]
-                else:
-                    args.append(0)
+            keys, args = self._brute_force_arguments(failures, window_ms, threshold)
             calls.append((self._bf, keys, args))
         if logins:
             nkeys = [f"{p}nc:{login.subject}" for login in logins]
@@ -593,6 +601,32 @@ class RedisDetectionStore(DetectionStore):
             for row in replies[pos]:
                 new.append(NewCountryHit(logins[int(row[0]) - 1], sorted(_s(c) for c in row[1:])))
         return hits, new
+
+    def _brute_force_arguments(self, failures: list[Failure], window_ms: int,
+                               threshold: int) -> tuple[list[str], list[Any]]:
+        """BRUTE_FORCE_LUA's KEYS and ARGV: each key once (a burst is one IP, one or two windows,
+        a few connections), five arguments per failure."""
+        p = self.prefix
+        keys: list[str] = []
+        args: list[Any] = [threshold, 2 * window_ms + GRACE_MS, len(failures), window_ms]
+        windows: dict[tuple[str, int], int] = {}  # (ip, w) -> where its three keys start (1-based)
+        origins: dict[tuple[str, str], int] = {}  # (ip, origin) -> where its class zsets start
+        for f in failures:
+            w = f.ts_ms // window_ms
+            k = windows.get((f.ip, w))
+            if k is None:
+                k = windows[(f.ip, w)] = len(keys) + 1
+                zkey = f"{p}bf:{f.ip}"
+                keys += [zkey, f"{zkey}:{w}", f"{zkey}:{w + 1}"]
+            c = cls = 0
+            if f.origin is not None and f.log in CLASS:
+                cls = CLASS[f.log]
+                c = origins.get((f.ip, f.origin), 0)
+                if not c:
+                    c = origins[(f.ip, f.origin)] = len(keys) + 1
+                    keys += [f"{p}bf:{f.ip}|{f.origin}|{e}" for e in EVIDENCE]
+            args += [f.member(), f.ts_ms, k, c, cls]
+        return keys, args
 
     def _run(self, calls: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
         """The scripts by ``EVALSHA`` in one pipelined round trip. (A pipeline given ``Script``

@@ -57,9 +57,10 @@ def build(kind: str, key: str, closed: dict[str, Any]) -> tuple[str, dict[str, A
 
     doc: dict[str, Any] = orjson.loads(orjson.dumps(login["f"]))  # a deep copy, fast
     if end is not None:
-        for path in ("user.name", "source.ip", "source.port"):
-            if get_path(doc, path) is None and get_path(end["f"], path) is not None:
-                set_path(doc, path, get_path(end["f"], path))
+        for parent, name in (("user", "name"), ("source", "ip"), ("source", "port")):
+            value = _get2(end["f"], parent, name)
+            if value is not None and _get2(doc, parent, name) is None:
+                set_path(doc, f"{parent}.{name}", value)
     host = doc.setdefault("host", {})
     if "hostname" not in host and isinstance(host.get("name"), str):
         host["hostname"] = host["name"]
@@ -96,17 +97,23 @@ def build(kind: str, key: str, closed: dict[str, Any]) -> tuple[str, dict[str, A
             event["reason"] = reason_detail
 
     doc.update({"@timestamp": event["start"], "type": "session", "event": event, "session": session})
-    for kind_, path in (("user", "user.name"), ("user", "teleport.login"), ("ip", "source.ip"),
-                        ("hosts", "host.hostname")):
-        add_related(doc, kind_, get_path(doc, path))
+    for kind_, parent, name in (("user", "user", "name"), ("user", "teleport", "login"), ("ip", "source", "ip"),
+                                ("hosts", "host", "hostname")):
+        add_related(doc, kind_, _get2(doc, parent, name))
     doc["message"] = _message(doc, kind, reason)
     return doc_id, doc
+
+
+def _get2(doc: dict[str, Any], parent: str, name: str) -> Any:
+    """``get_path(doc, "parent.name")`` without splitting the path."""
+    holder = doc.get(parent)
+    return holder.get(name) if isinstance(holder, dict) else None
 
 
 def _message(doc: dict[str, Any], kind: str, reason: str) -> str:
     user = get_path(doc, "user.name", "?")
     host = get_path(doc, "host.hostname", "?")
-    src = get_path(doc, "source.ip")
+    src = _get2(doc, "source", "ip")
     owner = get_path(doc, "system.auth.ssh.key.owner")
     parts = [f"{kind} session of {user}"]
     if owner:
@@ -114,6 +121,6 @@ def _message(doc: dict[str, Any], kind: str, reason: str) -> str:
     parts.append(f"on {host}")
     if src:
         parts.append(f"from {src}")
-    duration = get_path(doc, "session.duration_s")
+    duration = _get2(doc, "session", "duration_s")
     tail = f"{duration} s, {reason}" if duration is not None else f"ended: {reason}"
     return " ".join(parts) + ": " + tail

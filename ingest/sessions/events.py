@@ -41,7 +41,9 @@ LOGOUT_FIELDS = ("user.name", "source.ip", "source.port", "event.reason")
 ATTR_FIELDS = ("openvpn.virtual_ip",)
 
 
-@dataclass(frozen=True, slots=True)
+#: not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__,
+#: several times slower, and one is made per event that counts; hashable all the same, never changed
+@dataclass(slots=True, unsafe_hash=True)
 class Mark:
     """One document's part in a session.
 
@@ -71,31 +73,44 @@ def from_micros(us: int) -> datetime:
 
 
 
-def _split(paths: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
-    return tuple(tuple(path.split(".")) for path in paths)
+Tree = tuple[tuple[str, Any], ...]
 
 
-#: the field lists above, split once (a session event reads up to 15 fields)
-_PATHS = {"login": _split(LOGIN_FIELDS), "logout": _split(LOGOUT_FIELDS), "attr": _split(ATTR_FIELDS)}
-_HOST_NAME = ("host", "name")
-
-
-def _pick(doc: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _tree(paths: tuple[str, ...]) -> Tree:
+    """The dotted ``paths`` as a tree: ``((name, subtree or None for a leaf), ...)``, in the
+    order of the paths (those that share a first part are consecutive in each list above, so a
+    walk of the tree meets them in the same order as a walk of the list)."""
+    groups: dict[str, list[str]] = {}
     for path in paths:
-        value: Any = doc
-        for part in path:
-            value = value.get(part) if type(value) is dict else None
-            if value is None:
-                break
-        if value is None or value == "" or value == {}:
+        head, _, rest = path.partition(".")
+        groups.setdefault(head, [])
+        if rest:
+            groups[head].append(rest)
+    return tuple((head, _tree(tuple(rest)) if rest else None) for head, rest in groups.items())
+
+
+#: the field lists above as trees (a session event reads up to 15 fields, 6 objects)
+_TREES = {"login": _tree(LOGIN_FIELDS), "logout": _tree(LOGOUT_FIELDS), "attr": _tree(ATTR_FIELDS)}
+
+
+def _pick(doc: dict[str, Any], tree: Tree, top: bool = True) -> dict[str, Any]:
+    """The fields of ``tree`` that ``doc`` has, empty values ("", {}) left out, objects made only
+    for what they hold; ``host.name`` only as a string."""
+    out: dict[str, Any] = {}
+    for name, sub in tree:
+        value = doc.get(name)
+        if value is None:
             continue
-        if path == _HOST_NAME and not isinstance(value, str):
-            continue
-        node = out
-        for part in path[:-1]:  # out is new and no path runs through another's value: no scalar in the way
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
+        if sub is None:
+            if value == "" or value == {}:
+                continue
+            out[name] = value
+        elif type(value) is dict:
+            picked = _pick(value, sub, False)
+            if top and name == "host" and not isinstance(picked.get("name", ""), str):
+                del picked["name"]
+            if picked:
+                out[name] = picked
     return out
 
 
@@ -118,7 +133,17 @@ def _str(value: Any) -> str | None:
 
 def mark_of(doc: dict[str, Any]) -> Mark | None:
     """The session part of ``doc``, or None when it plays none (or lacks what pairing needs)."""
-    kind_role = _classify(doc)
+    event = doc.get("event")
+    action = event.get("action") if isinstance(event, dict) else None
+    if action not in SESSION_ACTIONS:
+        return None
+    return mark_for(doc, action)
+
+
+def mark_for(doc: dict[str, Any], action: Any) -> Mark | None:
+    """:func:`mark_of` for a document whose ``event.action`` (a dict's) is ``action``, one of
+    :data:`SESSION_ACTIONS` (the caller has checked it)."""
+    kind_role = _classify(doc, action)
     if kind_role is None:
         return None
     kind, role, key = kind_role
@@ -129,8 +154,7 @@ def mark_of(doc: dict[str, Any]) -> Mark | None:
         ts = to_micros(parse_timestamp(raw_ts))
     except (ValueError, OverflowError):
         return None
-    action = str(doc["event"]["action"])  # _classify found it there
-    return Mark(kind, key, role, ts, action, _pick(doc, _PATHS[role]))
+    return Mark(kind, key, role, ts, str(action), _pick(doc, _TREES[role]))
 
 
 #: The programs that log a connection's login and logout: sshd, and from OpenSSH 9.8 on the
@@ -142,11 +166,7 @@ SESSION_ACTIONS = frozenset({"ssh_login", "session_closed", "ssh_disconnect", "v
                               "vpn_ip_assigned", "session.start", "session.end"})
 
 
-def _classify(doc: dict[str, Any]) -> tuple[str, Role, str] | None:
-    event = doc.get("event")
-    action = event.get("action") if isinstance(event, dict) else None
-    if action not in SESSION_ACTIONS:
-        return None
+def _classify(doc: dict[str, Any], action: Any) -> tuple[str, Role, str] | None:
     doc_type = doc.get("type")
     if doc_type == "auth":
         return _ssh(doc, action)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ingest.sessions import state as st
 from ingest.sessions.doc import VERSION_FINAL, VERSION_PROVISIONAL, build, version
-from ingest.sessions.events import SESSION_ACTIONS, Mark, mark_of, to_micros
+from ingest.sessions.events import SESSION_ACTIONS, Mark, mark_for, to_micros
 from ingest.sessions.store import SessionStore, Sizes
 
 if TYPE_CHECKING:
@@ -68,8 +68,11 @@ class SessionPairer:
         marks: list[Mark] = []
         for doc in docs:
             event = doc.get("event")  # most documents play no part: not even a call for them
-            if type(event) is dict and event.get("action") in SESSION_ACTIONS:
-                mark = mark_of(doc)
+            if type(event) is not dict:
+                continue
+            action = event.get("action")
+            if action in SESSION_ACTIONS and (action != "ssh_login" or event.get("outcome") != "failure"):
+                mark = mark_for(doc, action)  # (a failed ssh_login, most of a brute-force burst, is none)
                 if mark is not None:
                     marks.append(mark)
         if not marks:

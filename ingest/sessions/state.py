@@ -215,7 +215,8 @@ def evict(state: State, what: str, out: Outcome) -> None:
         state["tomb"] = []
 
 
-@dataclass(frozen=True, slots=True)
+#: not frozen (two are made per key and transaction; a frozen __init__ is several times slower)
+@dataclass(slots=True, unsafe_hash=True)
 class IndexEntry:
     """Where a key's state ranks in the store's indexes (None: not in that index)."""
 

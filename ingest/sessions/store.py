@@ -3,7 +3,8 @@
 Both stores run the same pure transitions (:mod:`ingest.sessions.state`) inside
 :meth:`SessionStore.transact`: load the states of a batch's keys, let the caller change them, then
 write them back atomically. Redis does it with optimistic locking (``WATCH`` the keys, ``MGET``,
-``MULTI`` ... ``EXEC``, rerun on conflict): three round trips per batch whatever its size, and two
+``MULTI`` ... ``EXEC``, rerun on conflict; the writes inside are one ``EVAL`` of :data:`WRITE_LUA`,
+not a command per key): three round trips per batch whatever its size, and two
 workers that touch the same key in the same instant are serialised, so a login and its logout
 handled by two workers at once still make exactly one session.
 
@@ -42,6 +43,40 @@ GRACE_MS = 3_600_000
 MAX_ATTEMPTS = 64
 
 INDEXES = ("open", "orph", "tomb", "due")
+
+
+# The writes of one transaction, queued in its MULTI as one EVAL (the script's text, not its sha:
+# a NOSCRIPT answered at EXEC would leave the other commands of the transaction applied).
+# KEYS: the indexes (open, orph, tomb, due), then the state keys written. ARGV: their number, then
+# per state key its JSON and PX in ms ("" and "": delete it); then per index the number of members
+# added, (score, member) each, the number removed, the members. Returns the sizes of open, orph, tomb.
+WRITE_LUA = """
+local n = tonumber(ARGV[1])
+local a = 2
+for i = 1, n do
+  if ARGV[a + 1] == '' then
+    redis.call('DEL', KEYS[4 + i])
+  else
+    redis.call('SET', KEYS[4 + i], ARGV[a], 'PX', ARGV[a + 1])
+  end
+  a = a + 2
+end
+for x = 1, 4 do
+  local adds = tonumber(ARGV[a])
+  a = a + 1
+  for j = 1, adds do
+    redis.call('ZADD', KEYS[x], ARGV[a], ARGV[a + 1])
+    a = a + 2
+  end
+  local removes = tonumber(ARGV[a])
+  a = a + 1
+  for j = 1, removes do
+    redis.call('ZREM', KEYS[x], ARGV[a])
+    a = a + 1
+  end
+end
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3])}
+"""
 
 
 class SessionStoreUnavailable(SourceUnavailable):
@@ -180,47 +215,50 @@ class RedisSessionStore(SessionStore):
                         before = {k: self._entry(states[k]) for k in keys}
                         result = fn(states)
                         pipe.multi()
-                        adds: dict[str, dict[str, int]] = {index: {} for index in INDEXES}
-                        removes: dict[str, list[str]] = {index: [] for index in INDEXES}
-                        for k, name, raw in zip(keys, names, raws, strict=True):
-                            self._queue_write(pipe, k, name, raw, before[k], states[k], now, adds, removes)
-                        for index in INDEXES:  # one ZADD and one ZREM per index for the whole batch
-                            if adds[index]:
-                                pipe.zadd(self._ix(index), adds[index])
-                            if removes[index]:
-                                pipe.zrem(self._ix(index), *removes[index])
+                        pipe.eval(WRITE_LUA, *self._write_arguments(keys, names, raws, before, states, now))
                         if after is not None:
                             after(pipe, result)
-                        for index in ("open", "orph", "tomb"):
-                            pipe.zcard(self._ix(index))
                         replies = pipe.execute()
                     except redis.WatchError:
                         self.conflicts += 1
                         continue
-                return result, Sizes(*replies[-3:])
+                return result, Sizes(*replies[0])
         except (redis.ConnectionError, redis.TimeoutError) as e:
             raise SessionStoreUnavailable(f"session store unreachable: {e}") from e
         raise SessionStoreUnavailable(f"session store contended: {MAX_ATTEMPTS} conflicting attempts")
 
-    def _queue_write(self, pipe: Any, key: str, name: str, raw: bytes | None, before: IndexEntry | None,
-                     state: State, now: int, adds: dict[str, dict[str, int]], removes: dict[str, list[str]]) -> None:
-        """Queue the write of one key's state; collect its index changes into ``adds`` / ``removes``."""
-        entry = self._entry(state)
-        if entry is None:
-            if raw is not None:
-                pipe.delete(name)
-        else:
-            encoded = encode(state)
-            if encoded != raw:
-                pipe.set(name, encoded, px=max(1, (entry.last - now) // 1000) + GRACE_MS)
+    def _write_arguments(self, keys: list[str], names: list[str], raws: list[bytes | None],
+                         before: dict[str, IndexEntry | None], states: dict[str, State], now: int) -> list[Any]:
+        """WRITE_LUA's numkeys, KEYS and ARGV for the states left by a transaction: only what changed."""
+        writes: list[str] = []
+        values: list[Any] = []
+        changes: dict[str, tuple[list[Any], list[str]]] = {index: ([], []) for index in INDEXES}
+        for k, name, raw in zip(keys, names, raws, strict=True):
+            state = states[k]
+            entry = self._entry(state)
+            if entry is None:
+                if raw is not None:
+                    writes.append(name)
+                    values += ["", ""]  # deleted
+            else:
+                encoded = encode(state)
+                if encoded != raw:
+                    writes.append(name)
+                    values += [encoded, max(1, (entry.last - now) // 1000) + GRACE_MS]
+            old_entry = before[k]
+            for index in INDEXES:
+                score = getattr(entry, index) if entry is not None else None
+                old = getattr(old_entry, index) if old_entry is not None else None
+                if score is None:
+                    if old is not None or raw is None:  # raw None: maybe a member whose key Redis expired
+                        changes[index][1].append(k)
+                elif score != old:
+                    changes[index][0].extend((score, k))
+        args: list[Any] = [len(writes), *values]
         for index in INDEXES:
-            score = getattr(entry, index) if entry is not None else None
-            old = getattr(before, index) if before is not None else None
-            if score is None:
-                if old is not None or raw is None:  # raw None: maybe a member whose key Redis expired
-                    removes[index].append(key)
-            elif score != old:
-                adds[index][key] = score
+            adds, removes = changes[index]
+            args += [len(adds) // 2, *adds, len(removes), *removes]
+        return [len(INDEXES) + len(writes), *(self._ix(index) for index in INDEXES), *writes, *args]
 
     def due(self, now: int, limit: int) -> list[str]:
         try:
