@@ -40,7 +40,8 @@ class Rule:
     write: Callable[[Any, dict[str, Any]], None]
     #: literal text every match starts with ('' if none): lines without it skip the regex
     prefix: str = ""
-    #: literal text every match contains, when there is no ``prefix`` ('' if none): lines without it skip
+    #: literal text every match contains that ``prefix`` does not already check ('' if none): lines
+    #: without it skip the regex too (``pam_`` starts every PAM rule, ``: session opened for`` only one)
     required: str = ""
 
 
@@ -278,6 +279,10 @@ class RuleSet:
     #: program names the lines carry (ingest.caches)
     _by_program: dict[str, list[Rule]] = field(default_factory=dict)
     _others: list[Rule] | None = None
+    #: per program (as ``_by_program``, ``""`` for every other one): the candidates by the first
+    #: character of the message, for the characters some rule's literal prefix starts with, and
+    #: under ``""`` those of any other message (only the rules without a prefix)
+    _by_start: dict[str, dict[str, list[Rule]]] = field(default_factory=dict)
 
     def candidates(self, program: str | None) -> list[Rule]:
         key = (program or "").lower()
@@ -292,6 +297,29 @@ class RuleSet:
             if found is None:
                 return self._others
         return found
+
+    def candidates_for(self, program: str | None, body: str) -> list[Rule]:
+        """The candidates of ``program`` that can match ``body``, as far as its first character
+        tells: the rules of :meth:`candidates` in their order, less those whose literal prefix
+        starts with another character (they would be skipped anyway)."""
+        key = program.lower() if program else ""
+        table = self._by_start.get(key)
+        if table is None:
+            table = self._start_table(key)
+        found = table.get(body[:1])
+        return found if found is not None else table[""]
+
+    def _start_table(self, key: str) -> dict[str, list[Rule]]:
+        rules = self.candidates(key)
+        if key not in self._by_program:
+            key = ""  # a program no rule names: the shared table (one entry, whatever the name)
+        table = self._by_start.get(key)
+        if table is None:
+            starts = sorted({r.prefix[0] for r in rules if r.prefix})
+            table = {ch: [r for r in rules if not r.prefix or r.prefix[0] == ch] for ch in starts}
+            table[""] = [r for r in rules if not r.prefix]
+            self._by_start[key] = table
+        return table
 
 
 def load_rules(path: Path, library: PatternLibrary) -> RuleSet:
@@ -340,10 +368,15 @@ def load_rules(path: Path, library: PatternLibrary) -> RuleSet:
             grok=grok,
             programs=frozenset(p.lower() for p in programs) if programs is not None else None,
             prefix=prefix,
-            required="" if prefix else required_literal(raw["match"]),
+            required=_also_required(prefix, required_literal(raw["match"])),
             write=grok.writer(constants, tuple(raw.get("tags", ()))),
         ))
     return RuleSet(str(path), headers, rules, unwrap)
+
+
+def _also_required(prefix: str, required: str) -> str:
+    """``required``, unless the prefix check already makes sure of it."""
+    return "" if required in prefix else required
 
 
 def _expanded_start(expression: str, library: PatternLibrary) -> str:

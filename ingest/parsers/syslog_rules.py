@@ -100,13 +100,19 @@ class RulesParser(Parser):
 
     def _match(self, body: str, program: str | None, prefilter: bool = True) -> tuple[Any, Any] | None:
         """The first rule of ``program`` that matches ``body``, and its match."""
-        for rule in self.rules.candidates(program):
-            if prefilter:
-                if rule.prefix:
-                    if not body.startswith(rule.prefix):
-                        continue
-                elif rule.required and rule.required not in body:
-                    continue
+        if not prefilter:
+            for rule in self.rules.candidates(program):
+                m = rule.grok.search(body)
+                if m is not None:
+                    return rule, m
+            return None
+        for rule in self.rules.candidates_for(program, body):
+            prefix = rule.prefix
+            if prefix and not body.startswith(prefix):
+                continue
+            required = rule.required
+            if required and required not in body:
+                continue
             m = rule.grok.search(body)
             if m is not None:
                 return rule, m
