@@ -158,22 +158,12 @@ class AuthParser(RulesParser):
     related_ips = (("source", "ip"), ("system", "auth", "ssh", "dropped_ip"))
 
     def finish(self, doc: dict[str, Any], ctx: LineContext) -> None:
-        ssh = doc.get("system", {}).get("auth", {}).get("ssh")
-        if ssh is not None:
-            key = ssh.get("key")
-            if key is not None and "fingerprint" in key:
-                fp = key["fingerprint"]
-                if fp.startswith("MD5:"):
-                    key["fingerprint"] = fp[4:]
-            dropped = ssh.get("dropped_ip")
-            if dropped is not None:
-                if ":" in dropped:
-                    address = checked_ipv6(dropped)
-                    if address is None:
-                        del ssh["dropped_ip"]
-                    else:
-                        ssh["dropped_ip"] = address
-                doc.setdefault("source", {}).setdefault("ip", dropped)
+        system = doc.get("system")
+        if system is not None:
+            auth = system.get("auth")
+            ssh = auth.get("ssh") if auth is not None else None
+            if ssh is not None:
+                _ssh_fields(doc, ssh)
         for end in ("source", "destination"):
             holder = doc.get(end)
             if type(holder) is dict:
@@ -186,7 +176,25 @@ class AuthParser(RulesParser):
                             del holder["ip"]
                         else:
                             holder["ip"] = address
-        super().finish(doc, ctx)
+        self._related(doc)  # RulesParser.finish
+
+
+def _ssh_fields(doc: dict[str, Any], ssh: dict[str, Any]) -> None:
+    """A key fingerprint without ``MD5:``; a dropped address checked and, without another, the source."""
+    key = ssh.get("key")
+    if key is not None and "fingerprint" in key:
+        fp = key["fingerprint"]
+        if fp.startswith("MD5:"):
+            key["fingerprint"] = fp[4:]
+    dropped = ssh.get("dropped_ip")
+    if dropped is not None:
+        if ":" in dropped:
+            address = checked_ipv6(dropped)
+            if address is None:
+                del ssh["dropped_ip"]
+            else:
+                ssh["dropped_ip"] = address
+        doc.setdefault("source", {}).setdefault("ip", dropped)
 
 
 def checked_ipv6(text: str) -> str | None:
