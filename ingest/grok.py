@@ -234,9 +234,11 @@ class Grok:
         self.apply = make_writer(self._fields)
 
     def writer(self, constants: Iterable[tuple[tuple[str, ...], Any]] = (),
-               tags: Iterable[str] = ()) -> Callable[[Any, dict[str, Any]], None]:
-        """``apply`` plus constant fields and tags, as one generated function."""
-        return make_writer(self._fields, tuple(constants), tuple(tags))
+               tags: Iterable[str] = (), *,
+               present: Iterable[tuple[str, ...]] | None = None) -> Callable[[Any, dict[str, Any]], None]:
+        """``apply`` plus constant fields and tags, as one generated function; ``present``: see
+        :func:`make_writer`."""
+        return make_writer(self._fields, tuple(constants), tuple(tags), present=present)
 
     def match(self, text: str, pos: int = 0) -> dict[str, Any] | None:
         m = self.search(text, pos)
@@ -267,10 +269,12 @@ class _Source:
     A parent resolved by straight-line code (a constant field, not under a capture's ``if``) is
     known to be held from there on: later writes into it skip the check."""
 
-    def __init__(self) -> None:
+    def __init__(self, present: Iterable[tuple[str, ...]] | None = None) -> None:
         self.lines: list[str] = []
         self.parents: dict[tuple[str, ...], str] = {}
         self.held: set[tuple[str, ...]] = set()
+        #: the objects the document may hold before the writer runs (None: any)
+        self.existing = None if present is None else {p[:i] for p in present for i in range(1, len(p) + 1)}
 
     def parent(self, path: tuple[str, ...]) -> str:
         if not path:
@@ -288,9 +292,12 @@ class _Source:
         self.resolve(path[:-1], indent + "    ")
         above = self.parent(path[:-1])
         key = path[-1]
-        self.lines.append(f"{indent}    {var} = {above}.get({key!r})")
-        self.lines.append(f"{indent}    if type({var}) is not dict:")
-        self.lines.append(f"{indent}        {var} = {above}[{key!r}] = {{}}")
+        if self.existing is not None and path not in self.existing:  # only this writer makes it
+            self.lines.append(f"{indent}    {var} = {above}[{key!r}] = {{}}")
+        else:
+            self.lines.append(f"{indent}    {var} = {above}.get({key!r})")
+            self.lines.append(f"{indent}    if type({var}) is not dict:")
+            self.lines.append(f"{indent}        {var} = {above}[{key!r}] = {{}}")
         if top:
             self.held.update(path[:i] for i in range(1, len(path) + 1))
 
@@ -316,11 +323,16 @@ class _Source:
 
 def make_writer(fields: list[tuple[int, tuple[str, ...], Callable[[str], Any] | None]],
                 constants: tuple[tuple[tuple[str, ...], Any], ...] = (),
-                tags: tuple[str, ...] = ()) -> Callable[[Any, dict[str, Any]], None]:
+                tags: tuple[str, ...] = (), *,
+                present: Iterable[tuple[str, ...]] | None = None) -> Callable[[Any, dict[str, Any]], None]:
     """Generate ``write(m, doc)``: the non-empty captures of ``m`` (group index, field path,
     conversion), then ``constants`` (path, value; lists and dicts are fresh per document), then
-    ``tags``. One ``m.group(...)`` call fetches every capture; each parent object is looked up once."""
-    src = _Source()
+    ``tags``. One ``m.group(...)`` call fetches every capture; each parent object is looked up once.
+
+    ``present``: every field path the document may hold when the writer runs (None: unknown). An
+    object no such path goes through is made without looking for it first: the writer must then
+    only be given documents that hold nothing else (a parser's fresh documents)."""
+    src = _Source(present)
     env: dict[str, Any] = {"_add_tag": add_tag}
     body = src.lines
     if fields:

@@ -274,6 +274,8 @@ class RuleSet:
     rules: list[Rule]
     #: forms tried on the message after the header (first match), with their literal start ('' if none)
     unwrap: list[tuple[str, Grok]] = field(default_factory=list)
+    #: per header form, ``write(m, doc)`` for the parser's fresh documents (see ``load_rules``)
+    header_writers: list[Callable[[Any, dict[str, Any]], None]] = field(default_factory=list)
     #: per program some rule names; every other program shares one list (the rules for any
     #: program), so the cache holds at most one entry per program the rules name, whatever
     #: program names the lines carry (ingest.caches)
@@ -322,8 +324,13 @@ class RuleSet:
         return table
 
 
-def load_rules(path: Path, library: PatternLibrary) -> RuleSet:
-    """Load and compile one rules file; any problem raises :class:`PatternError` naming the rule."""
+def load_rules(path: Path, library: PatternLibrary,
+               base: tuple[tuple[str, ...], ...] | None = None) -> RuleSet:
+    """Load and compile one rules file; any problem raises :class:`PatternError` naming the rule.
+
+    ``base``: the field paths of the documents the parser starts from, when it always starts from
+    the same ones (None: unknown). With it, the writers make the objects no earlier step can have
+    made (the header's, the unwrap form's) without looking for them first."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
@@ -345,6 +352,9 @@ def load_rules(path: Path, library: PatternLibrary) -> RuleSet:
     unwrap = [(literal_prefix(_expanded_start(e, library)),
                library.compile(_anchored(e, library), origin=f"{path} unwrap {number}"))
               for number, e in enumerate(unwrap_exprs, start=1)]
+    header_writers = [h.writer(present=base) for h in headers]
+    before_rules = None if base is None else (
+        *base, *(f[1] for h in headers for f in h.fields), *(f[1] for _, u in unwrap for f in u.fields))
     rules = []
     for number, raw in enumerate(data.get("rules", []), start=1):
         name = str(raw.get("name", f"#{number}"))
@@ -369,9 +379,9 @@ def load_rules(path: Path, library: PatternLibrary) -> RuleSet:
             programs=frozenset(p.lower() for p in programs) if programs is not None else None,
             prefix=prefix,
             required=_also_required(prefix, required_literal(raw["match"])),
-            write=grok.writer(constants, tuple(raw.get("tags", ()))),
+            write=grok.writer(constants, tuple(raw.get("tags", ())), present=before_rules),
         ))
-    return RuleSet(str(path), headers, rules, unwrap)
+    return RuleSet(str(path), headers, rules, unwrap, header_writers)
 
 
 def _also_required(prefix: str, required: str) -> str:

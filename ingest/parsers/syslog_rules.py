@@ -33,11 +33,12 @@ class RulesParser(Parser):
 
     def __init__(self, resources: ParserResources) -> None:
         self.resources = resources
-        self.rules = resources.rules(self.kind)
+        # every document starts as base_document makes it (whatever the line): the writers may rely on that
+        self.rules = resources.rules(self.kind, base=tuple(_paths(self.base_document(""))))
         self.clock = resources.clock
         #: per header form: its search, its writer, and whether it can name the body
-        self._headers = [(h.search, h.apply, any(f[1] == ("@metadata", "body") for f in h.fields))
-                         for h in self.rules.headers]
+        self._headers = [(h.search, write, any(f[1] == ("@metadata", "body") for f in h.fields))
+                         for h, write in zip(self.rules.headers, self.rules.header_writers, strict=True)]
         self._related = related_writer({"user": self.related_users, "ip": self.related_ips,
                                         "hosts": (("host", "hostname"),)})
 
@@ -195,6 +196,16 @@ def _ssh_fields(doc: dict[str, Any], ssh: dict[str, Any]) -> None:
             else:
                 ssh["dropped_ip"] = address
         doc.setdefault("source", {}).setdefault("ip", dropped)
+
+
+def _paths(doc: dict[str, Any], above: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The field paths of ``doc`` (an object's own path too)."""
+    out: list[tuple[str, ...]] = []
+    for key, value in doc.items():
+        out.append((*above, key))
+        if type(value) is dict:
+            out.extend(_paths(value, (*above, key)))
+    return out
 
 
 def checked_ipv6(text: str) -> str | None:
