@@ -13,6 +13,7 @@ read time without a tag: there was no time to read.
 
 from __future__ import annotations
 
+from datetime import UTC
 from ipaddress import IPv6Address
 from typing import Any, ClassVar
 
@@ -39,6 +40,7 @@ class RulesParser(Parser):
         #: per header form: its search, its writer, and whether it can name the body
         self._headers = [(h.search, write, any(f[1] == ("@metadata", "body") for f in h.fields))
                          for h, write in zip(self.rules.headers, self.rules.header_writers, strict=True)]
+        self._unwraps = self.rules.unwrap
         self._related = related_writer({"user": self.related_users, "ip": self.related_ips,
                                         "hosts": (("host", "hostname"),)})
 
@@ -50,7 +52,7 @@ class RulesParser(Parser):
             add_tag(doc, DATE_FAILURE_TAG)  # no header form: no time could be read either
             doc["@timestamp"] = format_timestamp(ctx.now)
             return doc
-        found = self._match(*split)
+        found = self._match(split[0], split[1])
         if found is None:
             add_tag(doc, PARSE_FAILURE_TAG)
         else:
@@ -95,7 +97,7 @@ class RulesParser(Parser):
             process = doc.get("process")
             if process is not None:
                 program = process.get("name")
-        if self.rules.unwrap:
+        if self._unwraps:
             body = self._unwrap(body, doc)
         return body, program
 
@@ -121,7 +123,7 @@ class RulesParser(Parser):
 
     def _unwrap(self, body: str, doc: dict[str, Any]) -> str:
         """The first ``unwrap`` form that matches the message adds its fields and may name a new body."""
-        for start, form in self.rules.unwrap:
+        for start, form in self._unwraps:
             if start and not body.startswith(start):
                 continue
             m = form.search(body)
@@ -135,7 +137,14 @@ class RulesParser(Parser):
 
     def _timestamp(self, doc: dict[str, Any], meta: dict[str, Any] | None, ctx: LineContext) -> None:
         text = meta.get("timestamp") if meta else None
-        parsed = self.clock.parse(text, ctx.now, self.resources.zone_for(doc, ctx)) if text else None
+        parsed = None
+        if text:
+            resources = self.resources
+            if resources.host_timezones:
+                tz = resources.zone_for(doc, ctx)
+            else:  # zone_for without per-host zones, inline (every line comes here)
+                tz = ctx.tz if ctx.tz is not UTC else resources.timezone
+            parsed = self.clock.parse(text, ctx.now, tz)
         if parsed is None:
             doc["@timestamp"] = format_timestamp(ctx.now)
             if text:
