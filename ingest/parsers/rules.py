@@ -312,6 +312,10 @@ class RuleSet:
         return found if found is not None else table[""]
 
     def _start_table(self, key: str) -> dict[str, list[Rule]]:
+        if self._others is not None and key not in self._by_program:  # the common miss: a program no rule names
+            shared = self._by_start.get("")
+            if shared is not None:
+                return shared
         rules = self.candidates(key)
         if key not in self._by_program:
             key = ""  # a program no rule names: the shared table (one entry, whatever the name)
