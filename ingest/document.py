@@ -72,38 +72,45 @@ def _merge_related(doc: dict[str, Any], kind: str, values: list[Any]) -> None:
 def related_writer(paths: dict[str, tuple[tuple[str, ...], ...]]) -> Callable[[dict[str, Any]], None]:
     """Generate ``write(doc)``: for each ``related.<kind>`` the values at its field paths, as
     :func:`add_related` would add them one by one (once each, in path order, skipping empty ones),
-    without a generic path walk per field: this runs for every document. Each object on the way
-    is looked up once, however many paths go through it."""
-    lines = ["def write(doc):"]
-    nodes: dict[tuple[str, ...], str] = {(): "doc"}
-
-    def node(path: tuple[str, ...]) -> str:
-        """A local holding the object at ``path`` (None if absent or not an object)."""
-        if path not in nodes:
-            above = node(path[:-1])
-            name = nodes[path] = f"n{len(nodes)}"
-            lines.append(f"    {name} = {above}.get({path[-1]!r}) if {above} is not None else None")
-            lines.append(f"    if type({name}) is not dict:")
-            lines.append(f"        {name} = None")
-        return nodes[path]
-
-    values: dict[str, list[str]] = {}
+    without a generic path walk per field: this runs for every document. The lookups are nested
+    as the paths are (``user.target.name`` is only looked for when ``user`` is an object), so a
+    document without the fields costs one ``get`` per top-level name."""
+    leaves: list[tuple[tuple[str, ...], str]] = []  # (path, local) in path order, kind by kind
+    locals_by_kind: dict[str, list[str]] = {}
     for kind, kind_paths in paths.items():
         for path in kind_paths:
-            holder = node(path[:-1])
-            value = f"v{sum(len(v) for v in values.values())}"
-            lines.append(f"    {value} = {holder}.get({path[-1]!r}) if {holder} is not None else None")
-            values.setdefault(kind, []).append(value)
-    lines.append("    found = {}")
-    for number, (kind, kind_values) in enumerate(values.items()):
+            local = f"v{len(leaves)}"
+            leaves.append((path, local))
+            locals_by_kind.setdefault(kind, []).append(local)
+    lines = ["def write(doc):"]
+    if leaves:
+        lines.append("    " + " = ".join(local for _, local in leaves) + " = None")
+    _related_lookups(lines, leaves, (), "doc", "    ", [0])
+    outs = []
+    for number, (kind, kind_locals) in enumerate(locals_by_kind.items()):
         out = f"r{number}"
-        lines.append(f"    {out} = []")
-        for value in kind_values:
-            lines.append(f"    if {value} is not None and {value} != '' and {value} not in {out}:")
-            lines.append(f"        {out}.append({value})")
-        lines.append(f"    if {out}:")
-        lines.append(f"        found[{kind!r}] = {out}")
-    lines.append("    if found:")
+        outs.append((kind, out))
+        lines.append(f"    {out} = None")
+        for first, local in enumerate(kind_locals):
+            lines.append(f"    if {local} is not None and {local} != '':")
+            if first == 0:
+                lines.append(f"        {out} = [{local}]")
+                continue
+            lines.append(f"        if {out} is None:")
+            lines.append(f"            {out} = [{local}]")
+            lines.append(f"        elif {local} not in {out}:")
+            lines.append(f"            {out}.append({local})")
+    lines.append("    found = None")
+    for first, (kind, out) in enumerate(outs):
+        lines.append(f"    if {out} is not None:")
+        if first == 0:
+            lines.append(f"        found = {{{kind!r}: {out}}}")
+            continue
+        lines.append("        if found is None:")
+        lines.append(f"            found = {{{kind!r}: {out}}}")
+        lines.append("        else:")
+        lines.append(f"            found[{kind!r}] = {out}")
+    lines.append("    if found is not None:")
     lines.append("        if 'related' not in doc:")
     lines.append("            doc['related'] = found")
     lines.append("        else:")
@@ -112,6 +119,27 @@ def related_writer(paths: dict[str, tuple[tuple[str, ...], ...]]) -> Callable[[d
     env: dict[str, Any] = {"_merge": _merge_related}
     exec("\n".join(lines), env)  # noqa: S102 - generated from the parsers' own field lists
     return env["write"]  # type: ignore[no-any-return]
+
+
+def _related_lookups(lines: list[str], leaves: list[tuple[tuple[str, ...], str]], prefix: tuple[str, ...],
+                     holder: str, indent: str, counter: list[int]) -> None:
+    """The lookups of the leaves under ``prefix`` (held in local ``holder``, an object), nested:
+    the values directly in it, then each child object (in order of first use) in its own block."""
+    depth = len(prefix)
+    children: dict[str, None] = {}
+    for path, local in leaves:
+        if path[:depth] != prefix:
+            continue
+        if len(path) == depth + 1:
+            lines.append(f"{indent}{local} = {holder}.get({path[-1]!r})")
+        else:
+            children.setdefault(path[depth])
+    for name in children:
+        counter[0] += 1
+        node = f"n{counter[0]}"
+        lines.append(f"{indent}{node} = {holder}.get({name!r})")
+        lines.append(f"{indent}if type({node}) is dict:")
+        _related_lookups(lines, leaves, (*prefix, name), node, indent + "    ", counter)
 
 
 def flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:

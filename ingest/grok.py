@@ -234,9 +234,11 @@ class Grok:
         self.apply = make_writer(self._fields)
 
     def writer(self, constants: Iterable[tuple[tuple[str, ...], Any]] = (),
-               tags: Iterable[str] = ()) -> Callable[[Any, dict[str, Any]], None]:
-        """``apply`` plus constant fields and tags, as one generated function."""
-        return make_writer(self._fields, tuple(constants), tuple(tags))
+               tags: Iterable[str] = (), *,
+               present: Iterable[tuple[str, ...]] | None = None) -> Callable[[Any, dict[str, Any]], None]:
+        """``apply`` plus constant fields and tags, as one generated function; ``present``: see
+        :func:`make_writer`."""
+        return make_writer(self._fields, tuple(constants), tuple(tags), present=present)
 
     def match(self, text: str, pos: int = 0) -> dict[str, Any] | None:
         m = self.search(text, pos)
@@ -245,13 +247,6 @@ class Grok:
         out: dict[str, Any] = {}
         self.apply(m, out)
         return out
-
-
-def _convert(convert: Callable[[str], Any], value: str) -> Any:
-    try:
-        return convert(value)
-    except ValueError:
-        return value  # Logstash keeps the string when a conversion fails
 
 
 _LITERAL_TYPES = (str, int, float, bool, type(None))
@@ -269,11 +264,17 @@ def _is_literal(value: Any) -> bool:
 
 
 class _Source:
-    """Lines of a generated writer, with one local per parent object, found or made on first use."""
+    """Lines of a generated writer, with one local per parent object, found or made on first use.
 
-    def __init__(self) -> None:
+    A parent resolved by straight-line code (a constant field, not under a capture's ``if``) is
+    known to be held from there on: later writes into it skip the check."""
+
+    def __init__(self, present: Iterable[tuple[str, ...]] | None = None) -> None:
         self.lines: list[str] = []
         self.parents: dict[tuple[str, ...], str] = {}
+        self.held: set[tuple[str, ...]] = set()
+        #: the objects the document may hold before the writer runs (None: any)
+        self.existing = None if present is None else {p[:i] for p in present for i in range(1, len(p) + 1)}
 
     def parent(self, path: tuple[str, ...]) -> str:
         if not path:
@@ -282,34 +283,57 @@ class _Source:
             self.parents[path] = f"p{len(self.parents)}"
         return self.parents[path]
 
-    def resolve(self, path: tuple[str, ...], indent: str) -> None:
+    def resolve(self, path: tuple[str, ...], indent: str, *, top: bool = False) -> None:
         """Code that makes sure the local for ``path`` holds the (created if needed) object there."""
-        if not path:
+        if not path or path in self.held:
             return
         var = self.parent(path)
         self.lines.append(f"{indent}if {var} is None:")
         self.resolve(path[:-1], indent + "    ")
         above = self.parent(path[:-1])
         key = path[-1]
-        self.lines.append(f"{indent}    {var} = {above}.get({key!r})")
-        self.lines.append(f"{indent}    if type({var}) is not dict:")
-        self.lines.append(f"{indent}        {var} = {above}[{key!r}] = {{}}")
+        if self.existing is not None and path not in self.existing:  # only this writer makes it
+            self.lines.append(f"{indent}    {var} = {above}[{key!r}] = {{}}")
+        else:
+            self.lines.append(f"{indent}    {var} = {above}.get({key!r})")
+            self.lines.append(f"{indent}    if type({var}) is not dict:")
+            self.lines.append(f"{indent}        {var} = {above}[{key!r}] = {{}}")
+        if top:
+            self.held.update(path[:i] for i in range(1, len(path) + 1))
 
-    def assign(self, path: tuple[str, ...], value: str, indent: str) -> None:
-        self.resolve(path[:-1], indent)
+    def assign(self, path: tuple[str, ...], value: str, indent: str, *, top: bool = False) -> None:
+        self.resolve(path[:-1], indent, top=top)
         self.lines.append(f"{indent}{self.parent(path[:-1])}[{path[-1]!r}] = {value}")
         if path in self.parents:  # a scalar replaced an object some later write would reuse
             self.lines.append(f"{indent}{self.parents[path]} = None")
+            self.held = {p for p in self.held if p[:len(path)] != path}
+
+    def convert(self, path: tuple[str, ...], value: str, convert: str, indent: str) -> None:
+        """``value`` converted, or as it is when the conversion fails (Logstash keeps the string)."""
+        self.resolve(path[:-1], indent)
+        target = f"{self.parent(path[:-1])}[{path[-1]!r}]"
+        self.lines.append(f"{indent}try:")
+        self.lines.append(f"{indent}    {target} = {convert}({value})")
+        self.lines.append(f"{indent}except ValueError:")
+        self.lines.append(f"{indent}    {target} = {value}")
+        if path in self.parents:
+            self.lines.append(f"{indent}{self.parents[path]} = None")
+            self.held = {p for p in self.held if p[:len(path)] != path}
 
 
 def make_writer(fields: list[tuple[int, tuple[str, ...], Callable[[str], Any] | None]],
                 constants: tuple[tuple[tuple[str, ...], Any], ...] = (),
-                tags: tuple[str, ...] = ()) -> Callable[[Any, dict[str, Any]], None]:
+                tags: tuple[str, ...] = (), *,
+                present: Iterable[tuple[str, ...]] | None = None) -> Callable[[Any, dict[str, Any]], None]:
     """Generate ``write(m, doc)``: the non-empty captures of ``m`` (group index, field path,
     conversion), then ``constants`` (path, value; lists and dicts are fresh per document), then
-    ``tags``. One ``m.group(...)`` call fetches every capture; each parent object is looked up once."""
-    src = _Source()
-    env: dict[str, Any] = {"_convert": _convert, "_add_tag": add_tag}
+    ``tags``. One ``m.group(...)`` call fetches every capture; each parent object is looked up once.
+
+    ``present``: every field path the document may hold when the writer runs (None: unknown). An
+    object no such path goes through is made without looking for it first: the writer must then
+    only be given documents that hold nothing else (a parser's fresh documents)."""
+    src = _Source(present)
+    env: dict[str, Any] = {"_add_tag": add_tag}
     body = src.lines
     if fields:
         names = [f"v{i}" for i in range(len(fields))]
@@ -318,18 +342,18 @@ def make_writer(fields: list[tuple[int, tuple[str, ...], Callable[[str], Any] | 
                     if len(fields) > 1 else f"    v0 = m.group({indices})")
         for i, (_, path, convert) in enumerate(fields):
             body.append(f"    if v{i}:")
-            value = f"v{i}"
             if convert is not None:
                 env[f"c{i}"] = convert
-                value = f"_convert(c{i}, v{i})"
-            src.assign(path, value, "        ")
+                src.convert(path, f"v{i}", f"c{i}", "        ")
+            else:
+                src.assign(path, f"v{i}", "        ")
     for i, (path, value) in enumerate(constants):
         if _is_literal(value):
             literal = repr(value)
         else:  # e.g. a TOML date: shared, never mutated by us
             env[f"k{i}"] = value
             literal = f"k{i}"
-        src.assign(path, literal, "    ")
+        src.assign(path, literal, "    ", top=True)
     for tag in tags:
         body.append(f"    _add_tag(doc, {tag!r})")
     head = ["def write(m, doc):"] + [f"    {var} = None" for var in src.parents.values()]

@@ -28,20 +28,21 @@ class ParserResources:
         self.clock = SyslogClock(future_tolerance)
         self.timezone = timezone
         self.host_timezones = host_timezones or {}
-        self._rules: dict[str, RuleSet] = {}
+        self._rules: dict[tuple[str, tuple[tuple[str, ...], ...] | None], RuleSet] = {}
 
-    def rules(self, kind: str) -> RuleSet:
-        found = self._rules.get(kind)
+    def rules(self, kind: str, base: tuple[tuple[str, ...], ...] | None = None) -> RuleSet:
+        """The compiled rules of ``kind``; ``base``: see :func:`~ingest.parsers.rules.load_rules`."""
+        found = self._rules.get((kind, base))
         if found is None:
             for folder in reversed(self.folders):
                 path = folder / f"{kind}.rules.toml"
                 if path.is_file():
-                    found = load_rules(path, self.library)
+                    found = load_rules(path, self.library, base)
                     break
             else:
                 raise PatternError(f"no {kind}.rules.toml in the pattern folders",
                                    path=", ".join(str(f) for f in self.folders))
-            self._rules[kind] = found
+            self._rules[(kind, base)] = found
         return found
 
     def zone_for(self, doc: dict[str, Any], ctx: LineContext) -> tzinfo:

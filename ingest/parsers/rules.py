@@ -40,7 +40,8 @@ class Rule:
     write: Callable[[Any, dict[str, Any]], None]
     #: literal text every match starts with ('' if none): lines without it skip the regex
     prefix: str = ""
-    #: literal text every match contains, when there is no ``prefix`` ('' if none): lines without it skip
+    #: literal text every match contains that ``prefix`` does not already check ('' if none): lines
+    #: without it skip the regex too (``pam_`` starts every PAM rule, ``: session opened for`` only one)
     required: str = ""
 
 
@@ -273,11 +274,17 @@ class RuleSet:
     rules: list[Rule]
     #: forms tried on the message after the header (first match), with their literal start ('' if none)
     unwrap: list[tuple[str, Grok]] = field(default_factory=list)
+    #: per header form, ``write(m, doc)`` for the parser's fresh documents (see ``load_rules``)
+    header_writers: list[Callable[[Any, dict[str, Any]], None]] = field(default_factory=list)
     #: per program some rule names; every other program shares one list (the rules for any
     #: program), so the cache holds at most one entry per program the rules name, whatever
     #: program names the lines carry (ingest.caches)
     _by_program: dict[str, list[Rule]] = field(default_factory=dict)
     _others: list[Rule] | None = None
+    #: per program (as ``_by_program``, ``""`` for every other one): the candidates by the first
+    #: character of the message, for the characters some rule's literal prefix starts with, and
+    #: under ``""`` those of any other message (only the rules without a prefix)
+    _by_start: dict[str, dict[str, list[Rule]]] = field(default_factory=dict)
 
     def candidates(self, program: str | None) -> list[Rule]:
         key = (program or "").lower()
@@ -293,9 +300,41 @@ class RuleSet:
                 return self._others
         return found
 
+    def candidates_for(self, program: str | None, body: str) -> list[Rule]:
+        """The candidates of ``program`` that can match ``body``, as far as its first character
+        tells: the rules of :meth:`candidates` in their order, less those whose literal prefix
+        starts with another character (they would be skipped anyway)."""
+        key = program.lower() if program else ""
+        table = self._by_start.get(key)
+        if table is None:
+            table = self._start_table(key)
+        found = table.get(body[:1])
+        return found if found is not None else table[""]
 
-def load_rules(path: Path, library: PatternLibrary) -> RuleSet:
-    """Load and compile one rules file; any problem raises :class:`PatternError` naming the rule."""
+    def _start_table(self, key: str) -> dict[str, list[Rule]]:
+        if self._others is not None and key not in self._by_program:  # the common miss: a program no rule names
+            shared = self._by_start.get("")
+            if shared is not None:
+                return shared
+        rules = self.candidates(key)
+        if key not in self._by_program:
+            key = ""  # a program no rule names: the shared table (one entry, whatever the name)
+        table = self._by_start.get(key)
+        if table is None:
+            starts = sorted({r.prefix[0] for r in rules if r.prefix})
+            table = {ch: [r for r in rules if not r.prefix or r.prefix[0] == ch] for ch in starts}
+            table[""] = [r for r in rules if not r.prefix]
+            self._by_start[key] = table
+        return table
+
+
+def load_rules(path: Path, library: PatternLibrary,
+               base: tuple[tuple[str, ...], ...] | None = None) -> RuleSet:
+    """Load and compile one rules file; any problem raises :class:`PatternError` naming the rule.
+
+    ``base``: the field paths of the documents the parser starts from, when it always starts from
+    the same ones (None: unknown). With it, the writers make the objects no earlier step can have
+    made (the header's, the unwrap form's) without looking for them first."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
@@ -317,6 +356,9 @@ def load_rules(path: Path, library: PatternLibrary) -> RuleSet:
     unwrap = [(literal_prefix(_expanded_start(e, library)),
                library.compile(_anchored(e, library), origin=f"{path} unwrap {number}"))
               for number, e in enumerate(unwrap_exprs, start=1)]
+    header_writers = [h.writer(present=base) for h in headers]
+    before_rules = None if base is None else (
+        *base, *(f[1] for h in headers for f in h.fields), *(f[1] for _, u in unwrap for f in u.fields))
     rules = []
     for number, raw in enumerate(data.get("rules", []), start=1):
         name = str(raw.get("name", f"#{number}"))
@@ -340,10 +382,15 @@ def load_rules(path: Path, library: PatternLibrary) -> RuleSet:
             grok=grok,
             programs=frozenset(p.lower() for p in programs) if programs is not None else None,
             prefix=prefix,
-            required="" if prefix else required_literal(raw["match"]),
-            write=grok.writer(constants, tuple(raw.get("tags", ()))),
+            required=_also_required(prefix, required_literal(raw["match"])),
+            write=grok.writer(constants, tuple(raw.get("tags", ())), present=before_rules),
         ))
-    return RuleSet(str(path), headers, rules, unwrap)
+    return RuleSet(str(path), headers, rules, unwrap, header_writers)
+
+
+def _also_required(prefix: str, required: str) -> str:
+    """``required``, unless the prefix check already makes sure of it."""
+    return "" if required in prefix else required
 
 
 def _expanded_start(expression: str, library: PatternLibrary) -> str:

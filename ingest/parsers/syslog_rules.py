@@ -13,6 +13,7 @@ read time without a tag: there was no time to read.
 
 from __future__ import annotations
 
+from datetime import UTC
 from ipaddress import IPv6Address
 from typing import Any, ClassVar
 
@@ -33,11 +34,13 @@ class RulesParser(Parser):
 
     def __init__(self, resources: ParserResources) -> None:
         self.resources = resources
-        self.rules = resources.rules(self.kind)
+        # every document starts as base_document makes it (whatever the line): the writers may rely on that
+        self.rules = resources.rules(self.kind, base=tuple(_paths(self.base_document(""))))
         self.clock = resources.clock
         #: per header form: its search, its writer, and whether it can name the body
-        self._headers = [(h.search, h.apply, any(f[1] == ("@metadata", "body") for f in h.fields))
-                         for h in self.rules.headers]
+        self._headers = [(h.search, write, any(f[1] == ("@metadata", "body") for f in h.fields))
+                         for h, write in zip(self.rules.headers, self.rules.header_writers, strict=True)]
+        self._unwraps = self.rules.unwrap
         self._related = related_writer({"user": self.related_users, "ip": self.related_ips,
                                         "hosts": (("host", "hostname"),)})
 
@@ -49,7 +52,7 @@ class RulesParser(Parser):
             add_tag(doc, DATE_FAILURE_TAG)  # no header form: no time could be read either
             doc["@timestamp"] = format_timestamp(ctx.now)
             return doc
-        found = self._match(*split)
+        found = self._match(split[0], split[1])
         if found is None:
             add_tag(doc, PARSE_FAILURE_TAG)
         else:
@@ -94,19 +97,25 @@ class RulesParser(Parser):
             process = doc.get("process")
             if process is not None:
                 program = process.get("name")
-        if self.rules.unwrap:
+        if self._unwraps:
             body = self._unwrap(body, doc)
         return body, program
 
     def _match(self, body: str, program: str | None, prefilter: bool = True) -> tuple[Any, Any] | None:
         """The first rule of ``program`` that matches ``body``, and its match."""
-        for rule in self.rules.candidates(program):
-            if prefilter:
-                if rule.prefix:
-                    if not body.startswith(rule.prefix):
-                        continue
-                elif rule.required and rule.required not in body:
-                    continue
+        if not prefilter:
+            for rule in self.rules.candidates(program):
+                m = rule.grok.search(body)
+                if m is not None:
+                    return rule, m
+            return None
+        for rule in self.rules.candidates_for(program, body):
+            prefix = rule.prefix
+            if prefix and not body.startswith(prefix):
+                continue
+            required = rule.required
+            if required and required not in body:
+                continue
             m = rule.grok.search(body)
             if m is not None:
                 return rule, m
@@ -114,7 +123,7 @@ class RulesParser(Parser):
 
     def _unwrap(self, body: str, doc: dict[str, Any]) -> str:
         """The first ``unwrap`` form that matches the message adds its fields and may name a new body."""
-        for start, form in self.rules.unwrap:
+        for start, form in self._unwraps:
             if start and not body.startswith(start):
                 continue
             m = form.search(body)
@@ -128,7 +137,14 @@ class RulesParser(Parser):
 
     def _timestamp(self, doc: dict[str, Any], meta: dict[str, Any] | None, ctx: LineContext) -> None:
         text = meta.get("timestamp") if meta else None
-        parsed = self.clock.parse(text, ctx.now, self.resources.zone_for(doc, ctx)) if text else None
+        parsed = None
+        if text:
+            resources = self.resources
+            if resources.host_timezones:
+                tz = resources.zone_for(doc, ctx)
+            else:  # zone_for without per-host zones, inline (every line comes here)
+                tz = ctx.tz if ctx.tz is not UTC else resources.timezone
+            parsed = self.clock.parse(text, ctx.now, tz)
         if parsed is None:
             doc["@timestamp"] = format_timestamp(ctx.now)
             if text:
@@ -152,22 +168,12 @@ class AuthParser(RulesParser):
     related_ips = (("source", "ip"), ("system", "auth", "ssh", "dropped_ip"))
 
     def finish(self, doc: dict[str, Any], ctx: LineContext) -> None:
-        ssh = doc.get("system", {}).get("auth", {}).get("ssh")
-        if ssh is not None:
-            key = ssh.get("key")
-            if key is not None and "fingerprint" in key:
-                fp = key["fingerprint"]
-                if fp.startswith("MD5:"):
-                    key["fingerprint"] = fp[4:]
-            dropped = ssh.get("dropped_ip")
-            if dropped is not None:
-                if ":" in dropped:
-                    address = checked_ipv6(dropped)
-                    if address is None:
-                        del ssh["dropped_ip"]
-                    else:
-                        ssh["dropped_ip"] = address
-                doc.setdefault("source", {}).setdefault("ip", dropped)
+        system = doc.get("system")
+        if system is not None:
+            auth = system.get("auth")
+            ssh = auth.get("ssh") if auth is not None else None
+            if ssh is not None:
+                _ssh_fields(doc, ssh)
         for end in ("source", "destination"):
             holder = doc.get(end)
             if type(holder) is dict:
@@ -180,7 +186,35 @@ class AuthParser(RulesParser):
                             del holder["ip"]
                         else:
                             holder["ip"] = address
-        super().finish(doc, ctx)
+        self._related(doc)  # RulesParser.finish
+
+
+def _ssh_fields(doc: dict[str, Any], ssh: dict[str, Any]) -> None:
+    """A key fingerprint without ``MD5:``; a dropped address checked and, without another, the source."""
+    key = ssh.get("key")
+    if key is not None and "fingerprint" in key:
+        fp = key["fingerprint"]
+        if fp.startswith("MD5:"):
+            key["fingerprint"] = fp[4:]
+    dropped = ssh.get("dropped_ip")
+    if dropped is not None:
+        if ":" in dropped:
+            address = checked_ipv6(dropped)
+            if address is None:
+                del ssh["dropped_ip"]
+            else:
+                ssh["dropped_ip"] = address
+        doc.setdefault("source", {}).setdefault("ip", dropped)
+
+
+def _paths(doc: dict[str, Any], above: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The field paths of ``doc`` (an object's own path too)."""
+    out: list[tuple[str, ...]] = []
+    for key, value in doc.items():
+        out.append((*above, key))
+        if type(value) is dict:
+            out.extend(_paths(value, (*above, key)))
+    return out
 
 
 def checked_ipv6(text: str) -> str | None:
