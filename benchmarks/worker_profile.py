@@ -180,14 +180,14 @@ def instrument_worker(worker: Any, meter: Meter) -> None:
         store = pipeline.pairer.store
         transact = store.transact
 
-        def metered_transact(keys: Any, fn: Callable[[Any], Any], now: int) -> Any:
+        def metered_transact(keys: Any, fn: Callable[[Any], Any], now: int, after: Any = None) -> Any:
             def inner(states: Any) -> Any:
                 meter.enter("process")
                 try:
                     return fn(states)
                 finally:
                     meter.exit()
-            return transact(keys, inner, now)
+            return transact(keys, inner, now, after)  # after: the pending session documents' writes
 
         store.transact = metered_transact
         meter.wrap(store, "transact", "session store")
