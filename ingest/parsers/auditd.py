@@ -307,31 +307,19 @@ def _numbers(log: dict[str, Any], repeated: bool) -> None:
     """The integer fields as ints, and ``<key>_unset`` for an unset id (in the record's order)."""
     unset = []
     # A value replaced keeps its place in ``log``: the order of the set does not show.
-    if not repeated:  # every value is a str
-        for key in _INT_KEYS.intersection(log):
-            value = log[key]
-            if value.isdigit():
-                log[key] = int(value)
-                if value == "4294967295" and key in _ID_KEYS:
-                    unset.append(key)
-            elif value == "-1" and key in _ID_KEYS:
-                log[key] = -1
+    for key in _INT_KEYS.intersection(log):
+        value = log[key]
+        if repeated and type(value) is not str:  # a list of a repeated key (without repeats: all str)
+            if key in _ID_KEYS and UNSET_VALUES.intersection(value):
                 unset.append(key)
-    else:
-        for key in _INT_KEYS.intersection(log):
-            value = log[key]
-            if type(value) is str:
-                if value.isdigit():
-                    log[key] = int(value)
-                    if value == "4294967295" and key in _ID_KEYS:
-                        unset.append(key)
-                elif value == "-1" and key in _ID_KEYS:
-                    log[key] = -1
-                    unset.append(key)
-            else:  # a list of a repeated key
-                if key in _ID_KEYS and UNSET_VALUES.intersection(value):
-                    unset.append(key)
-                log[key] = [_number(v) for v in value]
+            log[key] = [_number(v) for v in value]
+        elif value.isdigit():
+            log[key] = int(value)
+            if value == "4294967295" and key in _ID_KEYS:
+                unset.append(key)
+        elif value == "-1" and key in _ID_KEYS:
+            log[key] = -1
+            unset.append(key)
     if unset:
         if len(unset) > 1:
             order = list(log)
