@@ -1,5 +1,5 @@
 """Brute force: the alerts raised do not depend on the order the failures are processed in, nor on
-a redelivery behind newer failures (ingest.detect.store, BRUTE_FORCE_LUA)."""
+a redelivery behind newer failures (ingest.detect.scripts, BRUTE_FORCE_LUA)."""
 
 from __future__ import annotations
 
