@@ -192,22 +192,16 @@ class Pipeline:
                 host["name"] = host_name
                 if "hostname" not in host:
                     host["hostname"] = host_name
-        if offset is None:
-            if _has_number_offset(event):  # beyond a long: dropped (ingest.numbers)
-                add_tag(doc, OUT_OF_RANGE_TAG)
-            if path is not None:
-                log_ = doc.get("log")
-                if log_ is None:
-                    doc["log"] = {"file": {"path": path}}
-                else:
-                    log_["file"] = {"path": path}
-        else:
+        if offset is None and _has_number_offset(event):  # beyond a long: dropped (ingest.numbers)
+            add_tag(doc, OUT_OF_RANGE_TAG)
+        if path is not None or offset is not None:
             log_ = doc.get("log")
             if log_ is None:
                 log_ = doc["log"] = {}
             if path is not None:
                 log_["file"] = {"path": path}
-            log_["offset"] = offset
+            if offset is not None:
+                log_["offset"] = offset
         found = event.get("event")
         if routed.read_at is not None:
             # already ISO 8601 with a zone (read_at parsed it): kept as sent

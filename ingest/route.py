@@ -14,12 +14,13 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from ingest.document import parse_timestamp
 from ingest.journald import header_line, is_journald
 from ingest.journald import kind_of as journald_kind
 from ingest.logsafe import escape
@@ -29,7 +30,6 @@ from ingest.numbers import TOO_LARGE
 _loads = orjson.loads
 #: copied for each document id (``Routed.document_id``); never updated itself
 _ID_HASHER = hashlib.blake2b(digest_size=16)
-_fromisoformat = datetime.fromisoformat
 
 #: the largest ``long`` (``log.offset``'s type in the index template)
 LONG_MAX = 2**63 - 1
@@ -214,13 +214,10 @@ class Router:
         read_at = None
         ts = event.get("@timestamp")
         if type(ts) is str:
-            try:  # parse_timestamp, inline: this runs for every event
-                read_at = _fromisoformat(ts)
+            try:
+                read_at = parse_timestamp(ts)
             except ValueError:
                 read_at = None
-            else:
-                if read_at.tzinfo is None:
-                    read_at = read_at.replace(tzinfo=UTC)
         return Routed(raw, kind, message, path, offset, host, read_at, event)
 
     def _kind(self, event: dict[str, Any], path: str | None) -> str | None:
@@ -238,10 +235,7 @@ class Router:
                 if module == "system" and found.get("dataset") == "system.auth":  # type: ignore[union-attr]
                     return "auth"  # the system module's auth fileset (from a file or the journal)
                 break
-        if not path:
-            return None
-        found = self._path_cache.get(path, "")  # kind_for_path, inline
-        return self.kind_for_path(path) if found == "" else found
+        return self.kind_for_path(path)
 
 
 def _where(event: dict[str, Any]) -> tuple[str | None, int | None]:

@@ -456,7 +456,6 @@ PROBE_STEP = 1.0
 
 _ACTION_HEADS: dict[str, bytes] = {}
 _dumps = orjson.dumps
-_STRICT_INTEGER = orjson.OPT_STRICT_INTEGER
 
 
 def _encode(action: IndexAction) -> bytes:
@@ -472,12 +471,8 @@ def _encode(action: IndexAction) -> bytes:
         if len(_ACTION_HEADS) > 1000:
             _ACTION_HEADS.clear()
         head = _ACTION_HEADS[action.index] = b'{"create":{"_index":' + orjson.dumps(action.index) + b',"_id":'
-    doc = action.doc
-    try:  # dumps_document's first step, inline (this runs for every document)
-        line = _dumps(doc, None, _STRICT_INTEGER)
-    except orjson.JSONEncodeError:  # numbers that do not fit their fields dropped (ingest.numbers), not rejected
-        line = dumps_document(doc)
-    return b"".join((head, _dumps(action.id), b"}}\n", line, b"\n"))
+    # dumps_document: numbers that do not fit their fields dropped (ingest.numbers), not rejected by the bulk
+    return b"".join((head, _dumps(action.id), b"}}\n", dumps_document(action.doc), b"\n"))
 
 
 def _error_type(body: Any) -> str:
